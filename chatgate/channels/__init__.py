@@ -1,0 +1,1 @@
+"""Channel adapters: turn a platform's wire format into core values and back."""

@@ -1,0 +1,216 @@
+"""Settings: one name per setting, from ``CHATGATE_*`` environment variables or a TOML file.
+
+A TOML key ``[wechat] token`` is the setting ``wechat_token``, the same as the environment
+variable ``CHATGATE_WECHAT_TOKEN``; top-level TOML keys map to ``CHATGATE_<KEY>``. The
+environment wins over the file. Unknown keys and invalid values raise ``ConfigError`` naming
+the key, so a typo fails at start instead of being silently ignored. Secrets are ``SecretStr``:
+they never show in ``repr``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from chatgate.errors import ConfigError
+
+ENV_PREFIX = "CHATGATE_"
+# Variables under this prefix belong to the test suite, not to the gateway.
+_IGNORED_ENV_PREFIXES = ("CHATGATE_TEST_",)
+
+_AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # -- server --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    public_url: str | None = None
+    store: str = "sqlite:///chatgate.db"
+    answer_ttl: float = Field(86400.0, gt=0)
+    max_jobs: int = Field(64, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # -- LLM -----------------------------------------------------------------------------
+    llm_provider: Literal["openai", "fake"] = "openai"
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_model: str = "gpt-4o-mini"
+    llm_system_prompt: str = "你是一个乐于助人的助手，回答简洁、准确。"
+    llm_timeout: float = Field(120.0, gt=0)
+    llm_apology: str = "抱歉，AI 暂时无法回答，请稍后再试。"
+    context_max_turns: int = Field(20, ge=0)
+    context_max_tokens: int = Field(3000, ge=0)
+
+    # -- WeChat Official Account -----------------------------------------------------------
+    wechat_token: SecretStr | None = None
+    wechat_appid: str = ""
+    wechat_secret: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None
+    wechat_mode: Literal["passive"] = "passive"
+    wechat_path: str = "/wechat"
+    wechat_reply_deadline: float = Field(4.5, gt=0, lt=5)
+    wechat_tries: int = Field(3, ge=1, le=10)
+    wechat_passive_max_bytes: int = Field(2048, ge=256)
+    wechat_max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+    @field_validator("store")
+    @classmethod
+    def _store_url_known(cls, value: str) -> str:
+        if value == "memory://" or value.startswith("sqlite:///"):
+            return value
+        raise ValueError("must be memory:// or sqlite:///PATH")
+
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if not _AES_KEY_RE.match(value.get_secret_value()):
+            raise ValueError("EncodingAESKey must be 43 letters and digits")
+        return value
+
+    @field_validator("wechat_path")
+    @classmethod
+    def _path_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the TOML file, which arrives as init values.
+        return (env_settings, init_settings)
+
+    @property
+    def wechat_enabled(self) -> bool:
+        return self.wechat_token is not None and self.wechat_token.get_secret_value() != ""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``wechat_token`` → ``CHATGATE_WECHAT_TOKEN``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if isinstance(subvalue, dict):
+                    raise ConfigError(f"{source}: [{key}.{sub}] nests too deep")
+                flat[f"{key}_{sub}".lower()] = subvalue
+        else:
+            flat[key.lower()] = value
+    return flat
+
+
+def _toml_key(field: str, sections: Mapping[str, str]) -> str:
+    return sections.get(field, field)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build ``Settings`` from a TOML file, the environment and explicit overrides.
+
+    Raises ``ConfigError`` naming the offending key for unknown keys or invalid values.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = set(Settings.model_fields)
+    values: dict[str, Any] = {}
+    display: dict[str, str] = {}
+
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if isinstance(value, dict):
+                for sub in value:
+                    display[f"{key}_{sub}".lower()] = f"[{key}] {sub}"
+            else:
+                display[key.lower()] = key
+        flat = _flatten_toml(data, str(path))
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            names = ", ".join(f"'{display[k]}'" for k in unknown)
+            raise ConfigError(f"{path}: unknown setting {names}")
+        values.update(flat)
+
+    unknown_env = sorted(
+        name
+        for name in env
+        if name.upper().startswith(ENV_PREFIX)
+        and not name.upper().startswith(_IGNORED_ENV_PREFIXES)
+        and name.upper()[len(ENV_PREFIX) :].lower() not in known
+    )
+    if unknown_env:
+        raise ConfigError(f"unknown environment variable {', '.join(unknown_env)}")
+
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(f"unknown setting '{key}'")
+    values.update(overrides)
+
+    saved = os.environ.copy()
+    try:
+        if environ is not None:
+            # pydantic-settings reads os.environ; give it exactly the mapping we were handed.
+            os.environ.clear()
+            os.environ.update(env)
+        for key in overrides:
+            os.environ.pop(env_name(key), None)
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            where = env_name(field)
+            if field in display:
+                where = f"{where} / '{display[field]}'"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from None
+    finally:
+        if environ is not None or overrides:
+            os.environ.clear()
+            os.environ.update(saved)

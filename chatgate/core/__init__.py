@@ -1,0 +1,1 @@
+"""The core: messages, routing, answer jobs and delivery. No XML, no HTTP, no web framework."""

@@ -1,0 +1,1 @@
+"""LLM providers: each streams text chunks for a list of chat messages."""

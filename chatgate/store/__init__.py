@@ -1,0 +1,1 @@
+"""State: one Store protocol, with memory and SQLite implementations."""

@@ -1,0 +1,1 @@
+"""Answer and history pages."""
