@@ -1,1 +1,1 @@
-"""Offline simulators of WeChat and an LLM. Imports nothing of chatgate: it speaks public HTTP only."""
+"""Offline simulators of WeChat and an LLM; they import nothing of chatgate, only public HTTP."""
