@@ -1,0 +1,127 @@
+"""Dispatcher: claim a message once, route it, and hand every try the same answer record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatgate.core.jobs import IMAGES_META, AnswerJobs
+from chatgate.core.messages import Inbound
+from chatgate.core.router import UNHANDLED, Ask, Fetch, Reply, Router, Silent
+from chatgate.errors import StoreError
+from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
+
+log = logging.getLogger(__name__)
+
+# How long a retry waits for the first try to finish writing the answer record it claimed.
+_RECORD_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What one try of a message is attached to."""
+
+    answer: AnswerRecord
+    first: bool  # this try made the claim (and routed the message)
+    attempt: int  # the how-manieth try of this message this is, 1-based
+
+
+def tries_key(dedup_key: str) -> str:
+    return f"tries:{dedup_key}"
+
+
+def new_page_token() -> str:
+    """A capability for the answer page: 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+class Dispatcher:
+    """The one entry point channels call for every try of every message.
+
+    The first try claims the message's dedup key atomically in the store, asks the router
+    what the message is, and writes the answer record (starting the answer job if the model
+    must answer). Every later try — a platform retry, on any instance — finds the claim and
+    joins the same record, so one user message costs at most one model call.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        jobs: AnswerJobs,
+        *,
+        answer_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._jobs = jobs
+        self._ttl = answer_ttl
+        self._clock = clock
+
+    async def accept(self, inbound: Inbound) -> Ticket:
+        # Platform message ids are unique per account only: scope the claim by account.
+        claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
+        attempt = await self._store.incr(tries_key(claim), self._ttl)
+        answer_id = uuid.uuid4().hex
+        earlier = await self._store.claim_message(claim, answer_id, self._ttl)
+        if earlier is not None:
+            record = await self._claimed_record(earlier)
+            log.info("%s try %d joins answer %s", inbound.dedup_key, attempt, record.id)
+            return Ticket(record, first=False, attempt=attempt)
+        record = await self._route(inbound, answer_id)
+        log.info(
+            "%s claimed by answer %s (%s) for %s",
+            inbound.dedup_key,
+            record.id,
+            record.kind,
+            inbound.conversation,
+        )
+        return Ticket(record, first=True, attempt=attempt)
+
+    async def _claimed_record(self, answer_id: str) -> AnswerRecord:
+        # The claim and the record are two writes; a concurrent try may see the claim first.
+        deadline = self._clock() + _RECORD_WAIT
+        while True:
+            record = await self._store.get_answer(answer_id)
+            if record is not None:
+                return record
+            if self._clock() >= deadline:
+                raise StoreError(f"claimed answer {answer_id} has no record")
+            await asyncio.sleep(0.02)
+
+    async def _route(self, inbound: Inbound, answer_id: str) -> AnswerRecord:
+        decision = await self._router.resolve(inbound)
+        if decision is UNHANDLED:
+            decision = Silent()
+        now = self._clock()
+        base = AnswerRecord(
+            id=answer_id,
+            conversation=str(inbound.conversation),
+            dedup_key=inbound.dedup_key,
+            kind=AnswerKind.REPLY,
+            question=inbound.text,
+            page_token=new_page_token(),
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self._ttl,
+        )
+        match decision:
+            case Reply(text=text):
+                record = base.with_changes(status=AnswerStatus.DONE, text=text, finished_at=now)
+            case Silent():
+                record = base.with_changes(status=AnswerStatus.DONE, text="", finished_at=now)
+            case Fetch():
+                record = base.with_changes(kind=AnswerKind.FETCH)
+            case Ask(question=question, images=images):
+                meta = {IMAGES_META: "\n".join(images)} if images else {}
+                record = base.with_changes(kind=AnswerKind.LLM, question=question, meta=meta)
+        record = await self._store.create_answer(record)
+        if record.kind is AnswerKind.LLM:
+            self._jobs.start(record)
+        return record

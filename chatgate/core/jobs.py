@@ -1,0 +1,149 @@
+"""Answer jobs: one provider call per answer, streamed into the store, in order per conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from chatgate.core.conversations import Conversations
+from chatgate.core.locks import KeyedLocks
+from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
+from chatgate.errors import ProviderError
+from chatgate.providers.base import ChatRequest, Provider
+from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
+
+log = logging.getLogger(__name__)
+
+IMAGES_META = "images"
+
+
+def pseudonym(conversation: str) -> str:
+    """A stable user id for the LLM vendor that does not reveal the platform's user id."""
+    return hashlib.sha256(conversation.encode("utf-8")).hexdigest()[:24]
+
+
+def provider_state_key(conversation: str) -> str:
+    return f"provider_state:{conversation}"
+
+
+class AnswerJobs:
+    """Runs answer jobs under the supervisor.
+
+    A job waits for the conversation's earlier jobs (so a follow-up sees the answer before it
+    in its context), then for a provider slot, then streams the provider into the store. A
+    failure or timeout becomes the apology text, kept as the answer. A job cancelled by
+    shutdown stays ``running`` in the store, and ``recover`` runs it again on the next start.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        conversations: Conversations,
+        supervisor: TaskSupervisor,
+        *,
+        timeout: float,
+        apology: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._conversations = conversations
+        self._supervisor = supervisor
+        self._timeout = timeout
+        self._apology = apology
+        self._clock = clock
+        self._order = KeyedLocks()
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, answer: AnswerRecord) -> None:
+        """Run the job for ``answer`` unless this process already runs it."""
+        if answer.id in self._running:
+            return
+        try:
+            task = self._supervisor.spawn(self._run(answer), name=f"answer:{answer.id}")
+        except SupervisorClosed:
+            log.info("answer %s left queued: shutting down; it runs on next start", answer.id)
+            return
+        self._running[answer.id] = task
+        task.add_done_callback(lambda _: self._running.pop(answer.id, None))
+
+    async def recover(self) -> int:
+        """Start every job a previous process left unfinished; returns how many."""
+        unfinished = await self._store.unfinished_answers()
+        for answer in unfinished:
+            if answer.kind is AnswerKind.LLM:
+                log.info("recovering answer %s left %s by a previous run", answer.id, answer.status)
+                self.start(answer)
+        return len(unfinished)
+
+    async def _run(self, answer: AnswerRecord) -> None:
+        async with self._order.hold(answer.conversation), self._supervisor.slot():
+            current = await self._store.get_answer(answer.id)
+            if current is None or current.finished:
+                return
+            await self._generate(current)
+
+    async def _generate(self, answer: AnswerRecord) -> None:
+        # A recovered job starts over: the text a dead process streamed is discarded.
+        await self._store.update_answer(answer.id, status=AnswerStatus.RUNNING, text="")
+        images = tuple(u for u in answer.meta.get(IMAGES_META, "").split("\n") if u)
+        messages = await self._conversations.messages_for(
+            answer.conversation, answer.question, images
+        )
+        state = await self._load_state(answer.conversation)
+        request = ChatRequest(
+            messages=messages,
+            user=pseudonym(answer.conversation),
+            conversation=answer.conversation,
+            request_id=answer.id,
+            state=dict(state),
+        )
+        parts: list[str] = []
+        failure: str | None = None
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                async for chunk in self._provider.stream(request):
+                    if chunk:
+                        parts.append(chunk)
+                        await self._store.append_answer_text(answer.id, chunk)
+        except TimeoutError:
+            failure = f"provider timed out after {self._timeout:g}s"
+        except ProviderError as exc:
+            failure = f"provider error: {exc}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a provider bug must not kill the job: the user gets the apology
+            log.exception("answer %s: unexpected provider failure", answer.id)
+            failure = f"unexpected error: {type(exc).__name__}"
+        text = "".join(parts)
+        if failure is None and not text.strip():
+            failure = "provider returned an empty answer"
+        if failure is not None:
+            log.warning("answer %s failed: %s", answer.id, failure)
+            final = f"{text.rstrip()}\n\n{self._apology}" if text.strip() else self._apology
+            await self._store.update_answer(
+                answer.id, status=AnswerStatus.FAILED, text=final, error=failure
+            )
+            return
+        await self._store.update_answer(answer.id, status=AnswerStatus.DONE, text=text)
+        log.info("answer %s done: %d chars in %.1fs", answer.id, len(text), self._clock() - started)
+        await self._conversations.record(
+            answer.conversation, answer.question, text, answer_id=answer.id, at=answer.created_at
+        )
+        if request.state != state:
+            await self._store.kv_set(
+                provider_state_key(answer.conversation), json.dumps(request.state)
+            )
+
+    async def _load_state(self, conversation: str) -> dict[str, str]:
+        raw = await self._store.kv_get(provider_state_key(conversation))
+        if not raw:
+            return {}
+        loaded = json.loads(raw)
+        return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
