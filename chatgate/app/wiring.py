@@ -1,0 +1,129 @@
+"""Settings → concrete store, provider, core services and channels: the only place that chooses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.routing import BaseRoute
+
+from chatgate.channels.wechat_mp.crypto import WeChatCrypto
+from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
+from chatgate.channels.wechat_mp.window import PassiveWindow
+from chatgate.config import Settings
+from chatgate.core.conversations import Conversations
+from chatgate.core.delivery import Delivery, Surface
+from chatgate.core.dispatcher import Dispatcher
+from chatgate.core.jobs import AnswerJobs
+from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.router import Router
+from chatgate.core.routes import default_router
+from chatgate.core.tasks import TaskSupervisor
+from chatgate.core.texts import Texts
+from chatgate.providers.base import Provider
+from chatgate.providers.fake import FakeProvider
+from chatgate.providers.openai_compat import OpenAICompatProvider
+from chatgate.store import open_store
+from chatgate.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+def make_provider(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Provider:
+    if settings.llm_provider == "fake":
+        return FakeProvider()
+    return OpenAICompatProvider(
+        settings.llm_base_url,
+        settings.llm_api_key.get_secret_value(),
+        settings.llm_model,
+        timeout=settings.llm_timeout,
+        http_client=http_client,
+    )
+
+
+@dataclass
+class Services:
+    """Everything one gateway process runs, built from settings."""
+
+    settings: Settings
+    store: Store
+    provider: Provider
+    supervisor: TaskSupervisor
+    jobs: AnswerJobs
+    dispatcher: Dispatcher
+    texts: Texts
+    routes: list[BaseRoute] = field(default_factory=list)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    provider: Provider | None = None,
+    router: Router | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    store = store or open_store(settings.store)
+    provider = provider or make_provider(settings)
+    texts = Texts()
+    supervisor = TaskSupervisor(settings.max_jobs)
+    conversations = Conversations(
+        store,
+        system_prompt=settings.llm_system_prompt,
+        max_turns=settings.context_max_turns,
+        max_tokens=settings.context_max_tokens,
+    )
+    jobs = AnswerJobs(
+        store,
+        provider,
+        conversations,
+        supervisor,
+        timeout=settings.llm_timeout,
+        apology=settings.llm_apology,
+        clock=clock,
+    )
+    root = Router("root")
+    if router is not None:
+        root.include(router)
+    root.include(default_router(texts))
+    dispatcher = Dispatcher(store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock)
+    services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts)
+    if settings.wechat_enabled:
+        services.routes.extend(_wechat_routes(settings, services, clock))
+    else:
+        log.warning("CHATGATE_WECHAT_TOKEN is not set: the WeChat webhook is off")
+    return services
+
+
+def _wechat_routes(
+    settings: Settings, services: Services, clock: Callable[[], float]
+) -> list[BaseRoute]:
+    assert settings.wechat_token is not None
+    token = settings.wechat_token.get_secret_value()
+    crypto = None
+    if settings.wechat_aes_key is not None:
+        crypto = WeChatCrypto(
+            token, settings.wechat_aes_key.get_secret_value(), settings.wechat_appid
+        )
+    surface = Surface(max_bytes=settings.wechat_passive_max_bytes, render=markdown_to_text)
+    delivery = Delivery(
+        services.store, surface, services.texts, answer_ttl=settings.answer_ttl, clock=clock
+    )
+    window = PassiveWindow(
+        services.dispatcher,
+        delivery,
+        deadline=settings.wechat_reply_deadline,
+        tries=settings.wechat_tries,
+        clock=clock,
+    )
+    endpoint = WeChatEndpoint(
+        token=token,
+        window=window,
+        crypto=crypto,
+        max_body=settings.wechat_max_body_bytes,
+        clock=clock,
+    )
+    return list(endpoint.routes(settings.wechat_path))

@@ -1,0 +1,144 @@
+"""The WeChat webhook: GET URL verification and POST messages, as Starlette routes.
+
+Every request's signature is checked before anything else; bad input gets a 4xx and a log
+line and never touches state. Encrypted requests (``encrypt_type=aes``) are decrypted and
+their replies encrypted with the key that worked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from chatgate.channels.wechat_mp.crypto import WeChatCrypto
+from chatgate.channels.wechat_mp.inbound import to_inbound
+from chatgate.channels.wechat_mp.signature import verify_signature
+from chatgate.channels.wechat_mp.window import WindowStrategy
+from chatgate.channels.wechat_mp.xml import parse_xml, text_reply
+from chatgate.errors import BadRequest, SignatureError
+
+log = logging.getLogger(__name__)
+
+XML_MEDIA_TYPE = "application/xml"
+
+
+class PayloadTooLarge(BadRequest):
+    status_code = 413
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
+    # Once the body is read, the next ASGI message is the client going away.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
+
+
+class WeChatEndpoint:
+    """Verifies, decrypts and parses each try, asks the window strategy, builds the reply."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        window: WindowStrategy,
+        crypto: WeChatCrypto | None = None,
+        max_body: int = 64 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._token = token
+        self._window = window
+        self._crypto = crypto
+        self._max_body = max_body
+        self._clock = clock
+
+    def routes(self, path: str) -> list[Route]:
+        return [
+            Route(path, self.verify_url, methods=["GET"]),
+            Route(path, self.receive, methods=["POST"]),
+        ]
+
+    def _check_signature(self, request: Request) -> tuple[str, str]:
+        params = request.query_params
+        timestamp = params.get("timestamp", "")
+        nonce = params.get("nonce", "")
+        signature = params.get("signature", "")
+        if not (timestamp and nonce and signature):
+            raise SignatureError("signature, timestamp or nonce missing")
+        if not verify_signature(self._token, timestamp, nonce, signature):
+            raise SignatureError("signature does not match")
+        return timestamp, nonce
+
+    async def verify_url(self, request: Request) -> Response:
+        try:
+            self._check_signature(request)
+        except SignatureError as exc:
+            log.warning("wechat GET refused: %s", exc)
+            return PlainTextResponse("forbidden", status_code=exc.status_code)
+        return PlainTextResponse(request.query_params.get("echostr", ""))
+
+    async def receive(self, request: Request) -> Response:
+        arrived = self._clock()
+        try:
+            timestamp, nonce = self._check_signature(request)
+            body = await read_body(request, self._max_body)
+            encrypted = request.query_params.get("encrypt_type", "raw") == "aes"
+            reply_crypto: WeChatCrypto | None = None
+            if encrypted:
+                if self._crypto is None:
+                    raise BadRequest("encrypted message but no EncodingAESKey is configured")
+                decrypted = self._crypto.decrypt_message(
+                    body,
+                    msg_signature=request.query_params.get("msg_signature", ""),
+                    timestamp=timestamp,
+                    nonce=nonce,
+                )
+                body = decrypted.xml.encode("utf-8")
+                reply_crypto = decrypted.crypto
+                if decrypted.used_previous_key:
+                    log.info("message decrypted with the previous EncodingAESKey")
+            inbound = to_inbound(parse_xml(body, max_bytes=self._max_body))
+        except BadRequest as exc:
+            log.warning("wechat POST refused (%d): %s", exc.status_code, exc)
+            return PlainTextResponse(type(exc).__name__, status_code=exc.status_code)
+
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, gone))
+        try:
+            text = await self._window.respond(inbound, arrived, gone)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if not text:
+            return PlainTextResponse("success")
+        xml = text_reply(inbound.user, inbound.account, text, int(self._clock()))
+        if reply_crypto is not None:
+            xml = reply_crypto.encrypt_reply(
+                xml, timestamp=str(int(self._clock())), nonce=secrets.token_hex(5)
+            )
+        return Response(xml, media_type=XML_MEDIA_TYPE)

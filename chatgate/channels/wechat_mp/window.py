@@ -1,0 +1,89 @@
+"""Window strategies: what the HTTP response to one WeChat try carries.
+
+WeChat waits 5 s for each try, then retries (3 tries in all, same MsgId). The passive
+strategy, for accounts that cannot push, races the answer against each try's deadline:
+
+- ready before the deadline → reply it (the first part, if it is long);
+- not ready, more tries will come → hold the request past WeChat's timeout so it retries,
+  never answering ``success`` (which would stop the retries);
+- not ready on the last try → the placeholder: reply 「1」 (or open the link) to read it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from chatgate.core.delivery import Delivery
+from chatgate.core.dispatcher import Dispatcher
+from chatgate.core.messages import Inbound
+from chatgate.store.base import AnswerRecord
+
+log = logging.getLogger(__name__)
+
+# WeChat drops a try after 5 s; holding a little longer makes sure it has given up on it.
+PLATFORM_TIMEOUT = 5.0
+HOLD_MARGIN = 1.0
+
+
+class WindowStrategy(Protocol):
+    async def respond(
+        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+    ) -> str | None:
+        """The text to reply to this try, or ``None`` to reply nothing (``success``)."""
+
+
+class PassiveWindow:
+    """Reply inside the HTTP response only, using WeChat's retries to wait longer."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        delivery: Delivery,
+        *,
+        deadline: float,
+        tries: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._delivery = delivery
+        self._deadline = deadline
+        self._tries = tries
+        self._clock = clock
+
+    async def respond(
+        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+    ) -> str | None:
+        ticket = await self._dispatcher.accept(inbound)
+        ready = await self._delivery.ready(ticket.answer, arrived + self._deadline)
+        if ready is not None:
+            log.info("%s answered inline on try %d", inbound.dedup_key, ticket.attempt)
+            return await self._delivery.reply_text(ready)
+        if ticket.attempt < self._tries:
+            return await self._hold(ticket.answer, arrived, client_gone)
+        log.info("%s not ready on the last try: placeholder sent", inbound.dedup_key)
+        return self._delivery.placeholder(ticket.answer)
+
+    async def _hold(
+        self, answer: AnswerRecord, arrived: float, client_gone: asyncio.Event
+    ) -> str | None:
+        """Keep the try open until WeChat gives up on it, so that it sends the next one."""
+        until = arrived + PLATFORM_TIMEOUT + HOLD_MARGIN
+        waiting = asyncio.ensure_future(self._delivery.ready(answer, until))
+        gone = asyncio.ensure_future(client_gone.wait())
+        try:
+            await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if client_gone.is_set():
+            waiting.cancel()
+            return None
+        ready = await waiting
+        if ready is None:
+            return None
+        # Still connected after WeChat's timeout: not WeChat (a test client or a proxy with a
+        # longer timeout). The answer is ready, so give it rather than nothing.
+        return await self._delivery.reply_text(ready)

@@ -1,0 +1,113 @@
+"""Command line: ``chatgate serve | demo | simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from chatgate import __version__
+from chatgate.config import Settings, load_settings
+from chatgate.errors import ConfigError
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatgate",
+        description="Put an LLM behind a WeChat Official Account: every answer reaches the user.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (webhook and answer jobs in one process)",
+        description="Run the gateway. Settings come from CHATGATE_* variables or --config.",
+    )
+    serve.add_argument("--config", metavar="FILE", help="a TOML settings file")
+    serve.add_argument("--host", help="address to bind (CHATGATE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (CHATGATE_PORT, default 8000)")
+
+    commands.add_parser(
+        "demo",
+        help="the whole loop offline: a simulated WeChat user, the gateway, a fake LLM",
+        description=(
+            "Start the gateway, a fake LLM and a scripted WeChat user on loopback, and print "
+            "the conversation as the user sees it. Needs no network and no settings; "
+            "ends by itself."
+        ),
+    )
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="a terminal WeChat user talking to any running gateway",
+        description="Type messages as a WeChat user; see what WeChat would show.",
+    )
+    simulate.add_argument("--url", required=True, help="the gateway's WeChat URL")
+    simulate.add_argument("--token", required=True, help="the WeChat token configured there")
+    simulate.add_argument("--aes-key", help="EncodingAESKey, to send encrypted (safe mode)")
+    simulate.add_argument("--appid", default="wxsimulated0000000", help="AppID for encryption")
+    simulate.add_argument("--user", default="o_simulated_user", help="the user's OpenID")
+    simulate.add_argument("--account", default="gh_simulated", help="the account's original id")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chatgate.app.asgi import build_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings: Settings = load_settings(args.config, **overrides)
+    _configure_logging(settings.log_level)
+    app = build_app(settings)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from chatgate.demo import run_demo
+
+    _configure_logging("warning")
+    return asyncio.run(run_demo())
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from chatgate.sim.user import run_terminal_user
+    from chatgate.sim.wechat import WeChatSim
+
+    async def go() -> None:
+        sim = WeChatSim(
+            args.url, args.token, appid=args.appid, aes_key=args.aes_key, account=args.account
+        )
+        await run_terminal_user(sim, args.user)
+
+    asyncio.run(go())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _simulate(args)
+    except ConfigError as exc:
+        print(f"chatgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
