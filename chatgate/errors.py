@@ -1,12 +1,12 @@
 """The exception tree every layer may raise; imports nothing of ours.
 
-    ChatgateError
-    ├── ConfigError          a setting is missing, unknown or invalid (raised at start)
-    ├── BadRequest           the platform's request is malformed or too large (→ 4xx)
-    │   └── SignatureError   signature or decryption check failed (→ 403)
-    ├── StoreError           the store cannot be reached or refused an operation
-    └── ProviderError        the LLM call failed; ``retryable`` says whether a retry may help
-        └── ProviderTimeout  the LLM did not finish within its time limit
+ChatgateError
+├── ConfigError          a setting is missing, unknown or invalid (raised at start)
+├── BadRequest           the platform's request is malformed or too large (→ 4xx)
+│   └── SignatureError   signature or decryption check failed (→ 403)
+├── StoreError           the store cannot be reached or refused an operation
+└── ProviderError        the LLM call failed; ``retryable`` says whether a retry may help
+    └── ProviderTimeout  the LLM did not finish within its time limit
 """
 
 from __future__ import annotations
