@@ -52,16 +52,25 @@ def build_app(settings: Settings, **overrides: Any) -> Starlette:
         recovered = await services.jobs.recover()
         if recovered:
             log.info("resumed %d unfinished answers", recovered)
-        purger = asyncio.create_task(_purge_forever(services), name="purge")
+        for hook in services.on_startup:
+            await hook()
+        loops = [asyncio.create_task(_purge_forever(services), name="purge")]
+        loops += [
+            asyncio.create_task(make(), name=make.__qualname__) for make in services.background
+        ]
         try:
             yield
         finally:
-            purger.cancel()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             cancelled = await services.supervisor.drain(SHUTDOWN_GRACE)
             if cancelled:
                 log.warning(
                     "%d answers still running at shutdown; they resume on next start", cancelled
                 )
+            for hook in services.on_shutdown:
+                await hook()
             await services.provider.aclose()
             await services.store.close()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from starlette.routing import BaseRoute
@@ -56,6 +57,13 @@ class Services:
     dispatcher: Dispatcher
     texts: Texts
     routes: list[BaseRoute] = field(default_factory=list)
+    # Run once the store is open, in order (e.g. resuming deliveries a crash interrupted).
+    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-running loops (a stream client, a sweeper): started after on_startup, cancelled
+    # at shutdown before answer jobs are drained.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Run at shutdown after jobs are drained, before the provider and store close.
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def build_services(
