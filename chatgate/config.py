@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from chatgate.errors import ConfigError
@@ -24,6 +24,8 @@ from chatgate.errors import ConfigError
 ENV_PREFIX = "CHATGATE_"
 # Variables under this prefix belong to the test suite, not to the gateway.
 _IGNORED_ENV_PREFIXES = ("CHATGATE_TEST_",)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 
@@ -48,13 +50,16 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # -- LLM -----------------------------------------------------------------------------
-    llm_provider: Literal["openai", "fake"] = "openai"
-    llm_base_url: str = "https://api.openai.com/v1"
+    llm_provider: Literal["openai", "dify", "fake"] = "openai"
+    llm_base_url: str = OPENAI_BASE_URL
     llm_api_key: SecretStr = SecretStr("")
     llm_model: str = "gpt-4o-mini"
     llm_system_prompt: str = "你是一个乐于助人的助手，回答简洁、准确。"
     llm_timeout: float = Field(120.0, gt=0)
     llm_apology: str = "抱歉，AI 暂时无法回答，请稍后再试。"
+    llm_retries: int = Field(2, ge=0, le=10)
+    llm_concurrency: int = Field(8, ge=1)
+    cache_ttl: float = Field(0.0, ge=0)
     context_max_turns: int = Field(20, ge=0)
     context_max_tokens: int = Field(3000, ge=0)
 
@@ -79,6 +84,20 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
         return value.rstrip("/")
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _dify_needs_its_server(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("llm_provider") == "dify" and value == OPENAI_BASE_URL:
+            raise ValueError("set it to your Dify API server, e.g. https://api.dify.ai/v1")
+        return value
+
+    @field_validator("llm_api_key")
+    @classmethod
+    def _dify_needs_a_key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("llm_provider") == "dify" and not value.get_secret_value():
+            raise ValueError("the Dify provider needs the Dify app's API key")
+        return value
 
     @field_validator("store")
     @classmethod
