@@ -26,14 +26,13 @@ class Texts:
     )
     help_commands: str = (
         "可用命令：\n"
+        "{session}"
         "{p}new（{p}clear、清除、新对话）开始新对话，忘记之前的内容\n"
         "{p}history（历史）查看聊天记录\n"
         "{p}help（帮助）显示本说明\n"
         "回复「1」或「继续」读取未读完的回答"
     )
-    help_session_commands: str = (
-        "\n{p}chatgpt（开始）开启 AI 对话\n{p}stop（结束）结束 AI 对话"
-    )
+    help_session_commands: str = "{p}chatgpt（开始）开启 AI 对话\n{p}stop（结束）结束 AI 对话\n"
     context_reset: str = "好的，已开始新的对话，之前的内容不会再作为上下文。"
     unknown_command: str = "没有 {p}{name} 这个命令，发送 {p}help 查看可用命令。"
     history_link: str = "聊天记录：{link}"
@@ -41,7 +40,8 @@ class Texts:
 
     # -- AI sessions -----------------------------------------------------------------------
     session_started: str = (
-        "AI 对话已开启，请直接发送问题。{minutes} 分钟没有新消息会自动结束，发送 {p}stop 可随时结束。"
+        "AI 对话已开启，请直接发送问题。"
+        "{minutes} 分钟没有新消息会自动结束，发送 {p}stop 可随时结束。"
     )
     session_stopped: str = "AI 对话已结束，发送 {p}chatgpt 可重新开启。"
     session_not_active: str = "当前没有进行中的 AI 对话，发送 {p}chatgpt 开启。"
