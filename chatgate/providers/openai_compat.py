@@ -35,6 +35,7 @@ from openai.types.chat import (
 
 from chatgate.errors import ProviderError, ProviderTimeout
 from chatgate.providers.base import ChatMessage, ChatRequest
+from chatgate.providers.deadline import Deadline
 from chatgate.providers.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class OpenAICompatProvider:
                     raise error from None
                 retries += 1
                 log.warning(
-                    "model API %s: %s; retry %d/%d in %.2fs",
+                    "answer %s: model API %s: %s; retry %d/%d in %.2fs",
+                    request.request_id or "-",
                     self._host,
                     error,
                     retries,
@@ -151,8 +153,8 @@ class OpenAICompatProvider:
         finally:
             await stream.close()
 
-    def _until(self, deadline: float) -> _Deadline:
-        return _Deadline(deadline, self.timeout)
+    def _until(self, deadline: float) -> Deadline:
+        return Deadline(deadline, self.timeout)
 
     def _translate(self, exc: Exception) -> ProviderError:
         where = f"model API ({self._host})"
@@ -182,28 +184,6 @@ class OpenAICompatProvider:
         if len(message) > _MAX_MESSAGE_CHARS:
             message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
         return message
-
-
-class _Deadline:
-    """``asyncio.timeout_at`` that turns its own expiry into ``ProviderTimeout``."""
-
-    def __init__(self, deadline: float, limit: float) -> None:
-        self._timeout = asyncio.timeout_at(deadline)
-        self._limit = limit
-
-    async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        try:
-            await self._timeout.__aexit__(*exc_info)
-        except TimeoutError:
-            # A TimeoutError from inside the block is not ours to rename.
-            if not self._timeout.expired():
-                raise
-            raise ProviderTimeout(
-                f"the model did not finish its answer within {self._limit:g}s"
-            ) from None
 
 
 def to_openai_message(message: ChatMessage) -> ChatCompletionMessageParam:
