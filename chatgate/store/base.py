@@ -125,7 +125,10 @@ class Store(Protocol):
         """The answer whose page token this is, unless unknown or expired."""
 
     async def append_answer_text(self, answer_id: str, chunk: str) -> None:
-        """Add streamed text to a running answer and wake its watchers."""
+        """Add streamed text to a running answer and wake its watchers.
+
+        A no-op for an unknown or finished answer: a finished answer's text is final.
+        """
 
     async def update_answer(
         self,
@@ -144,7 +147,7 @@ class Store(Protocol):
     async def mark_delivered(self, answer_id: str, upto: int) -> AnswerRecord | None:
         """Raise ``delivered_upto`` to ``upto`` (never lowers it); returns the new record."""
 
-    async def wait_answer(self, answer_id: str, timeout: float) -> AnswerRecord | None:
+    async def wait_answer(self, answer_id: str, timeout: float) -> AnswerRecord | None:  # noqa: ASYNC109
         """Wait until the answer is finished or ``timeout`` passes; return its latest record."""
 
     def watch_answer(self, answer_id: str) -> AsyncIterator[AnswerRecord]:
@@ -156,7 +159,10 @@ class Store(Protocol):
     async def conversation_answers(
         self, conversation: str, *, undelivered_only: bool = False, limit: int = 50
     ) -> list[AnswerRecord]:
-        """A conversation's answers, oldest first; optionally only those not fully delivered."""
+        """A conversation's ``limit`` newest answers, oldest first.
+
+        With ``undelivered_only``, only those not ``fully_delivered``.
+        """
 
     # -- conversations --------------------------------------------------------------------
     async def append_turns(self, conversation: str, turns: Sequence[Turn]) -> None: ...
@@ -186,7 +192,10 @@ class Store(Protocol):
         """Add one to a counter (created at 0 with expiry ``ttl``); return the new value."""
 
     def lock(self, name: str, ttl: float = 30.0) -> AbstractAsyncContextManager[None]:
-        """Hold ``name`` exclusively; a holder that dies releases it after ``ttl``."""
+        """Hold ``name`` exclusively; a holder that dies releases it after ``ttl``.
+
+        The hold is not renewed: keep the body shorter than ``ttl``, or another may enter.
+        """
 
     # -- housekeeping ---------------------------------------------------------------------
     async def purge_expired(self) -> int:
