@@ -68,6 +68,38 @@ def fetch_claim_key(fetch_id: str) -> str:
     return f"fetch-resolve:{fetch_id}"
 
 
+def cut_parts(text: str, surface: Surface, start: int = 0) -> list[Part]:
+    """``text`` from ``start`` as parts that each fit ``surface``, none with 「回复1继续」.
+
+    For channels that send a whole answer at once (DingTalk, active pushes). Each part is cut
+    at a natural boundary and measured after rendering; a code block cut in two is closed at
+    the end of one part and reopened at the start of the next. Parts that render empty are
+    skipped, so an all-whitespace text gives none.
+    """
+    parts: list[Part] = []
+    while start < len(text):
+        reopen = open_fence(text, start)
+
+        def render(raw: str, upto: int, reopen: str = reopen) -> str:
+            close = open_fence(text, upto).strip()
+            closing = "\n" + close if close and upto < len(text) else ""
+            return surface.render(reopen + raw + closing).strip()
+
+        limit = surface.max_bytes
+        while True:
+            raw, upto = take_part(text, start, limit)
+            shown = render(raw, upto)
+            overshoot = utf8_len(shown) - surface.max_bytes
+            if overshoot <= 0 or limit - overshoot < 16:
+                break
+            # Rendering (a reopened fence, say) grew the part: cut the raw part shorter.
+            limit -= overshoot
+        if shown:
+            parts.append(Part(shown, upto, more=upto < len(text)))
+        start = upto
+    return parts
+
+
 class Delivery:
     """Turns answer records into the text of one reply, and records what was delivered."""
 
@@ -113,6 +145,10 @@ class Delivery:
                 return Part(shown, upto, more=True)
             # Rendering grew the part (a link spelled out, say): cut the raw part shorter.
             limit -= overshoot
+
+    def parts(self, answer: AnswerRecord, start: int) -> list[Part]:
+        """The rest of ``answer`` from ``start`` in parts without 「回复1继续」 (``cut_parts``)."""
+        return cut_parts(answer.text, self._surface, start)
 
     # -- waiting for a reply to be ready ----------------------------------------------------
     async def ready(self, answer: AnswerRecord, deadline: float) -> AnswerRecord | None:

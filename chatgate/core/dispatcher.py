@@ -110,6 +110,7 @@ class Dispatcher:
             created_at=now,
             updated_at=now,
             expires_at=now + self._ttl,
+            meta=dict(inbound.reply_to),
         )
         match decision:
             case Reply(text=text):
@@ -119,7 +120,7 @@ class Dispatcher:
             case Fetch():
                 record = base.with_changes(kind=AnswerKind.FETCH)
             case Ask(question=question, images=images):
-                meta = {IMAGES_META: "\n".join(images)} if images else {}
+                meta = {**base.meta, IMAGES_META: "\n".join(images)} if images else base.meta
                 record = base.with_changes(kind=AnswerKind.LLM, question=question, meta=meta)
         record = await self._store.create_answer(record)
         if record.kind is AnswerKind.LLM:

@@ -57,6 +57,9 @@ class Inbound:
     media_id: str | None = None
     created_at: float = field(default_factory=time.time)
     extra: tuple[tuple[str, str], ...] = ()
+    # Where a later reply to this message goes (a DingTalk sessionWebhook and its expiry, say):
+    # the dispatcher copies these into the answer's meta, so any process can deliver it.
+    reply_to: tuple[tuple[str, str], ...] = ()
 
     @property
     def conversation(self) -> ConversationKey:
