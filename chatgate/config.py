@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     wechat_passive_max_bytes: int = Field(2048, ge=256)
     wechat_max_body_bytes: int = Field(64 * 1024, ge=1024)
 
+    # -- DingTalk robot --------------------------------------------------------------------
+    dingtalk_mode: Literal["stream", "http"] = "stream"
+    dingtalk_client_id: str = ""
+    dingtalk_client_secret: SecretStr | None = None
+    dingtalk_robot_code: str = ""
+    dingtalk_api_base: str = "https://api.dingtalk.com"
+    dingtalk_card_template: str = ""
+    dingtalk_card_key: str = "content"
+    dingtalk_stream_interval: float = Field(1.0, ge=0.1)
+    dingtalk_path: str = "/dingtalk"
+    dingtalk_max_age: float = Field(300.0, ge=0)
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str | None) -> str | None:
@@ -122,6 +134,30 @@ class Settings(BaseSettings):
             raise ValueError("must start with /")
         return value
 
+    @field_validator("dingtalk_client_secret")
+    @classmethod
+    def _dingtalk_credentials_paired(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        secret = None if value is None or value.get_secret_value() == "" else value
+        if bool(info.data.get("dingtalk_client_id")) != (secret is not None):
+            raise ValueError("set both CHATGATE_DINGTALK_CLIENT_ID and _CLIENT_SECRET, or neither")
+        return secret
+
+    @field_validator("dingtalk_api_base")
+    @classmethod
+    def _dingtalk_api_base_is_http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+    @field_validator("dingtalk_path")
+    @classmethod
+    def _dingtalk_path_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -137,6 +173,10 @@ class Settings(BaseSettings):
     @property
     def wechat_enabled(self) -> bool:
         return self.wechat_token is not None and self.wechat_token.get_secret_value() != ""
+
+    @property
+    def dingtalk_enabled(self) -> bool:
+        return bool(self.dingtalk_client_id) and self.dingtalk_client_secret is not None
 
 
 def env_name(field: str) -> str:
