@@ -68,6 +68,19 @@ def fetch_claim_key(fetch_id: str) -> str:
     return f"fetch-resolve:{fetch_id}"
 
 
+# An answer's meta key saying how it reaches the user. Absent: through replies (inline, 「1」).
+DELIVERY_META = "delivery"
+# A channel sends the answer by itself (a push API). Replies leave it alone — no 「1」 fetch, no
+# "unread answer" notice — until the channel gives it back by setting ``REPLIES``.
+PUSHED = "push"
+REPLIES = "reply"
+
+
+def handed_off(answer: AnswerRecord) -> bool:
+    """Whether a channel is sending this answer itself, so replies must not show it too."""
+    return answer.meta.get(DELIVERY_META) == PUSHED
+
+
 def cut_parts(text: str, surface: Surface, start: int = 0) -> list[Part]:
     """``text`` from ``start`` as parts that each fit ``surface``, none with 「回复1继续」.
 
@@ -170,9 +183,10 @@ class Delivery:
         current = await self._store.get_answer(fetch.id)
         if current is not None and current.finished:
             return current
-        target = await self._fetch_target(fetch)
+        target, arriving = await self._fetch_target(fetch)
         if target is None:
-            return await self._finish_fetch(fetch, self._texts.nothing_pending, None)
+            text = self._texts.arriving if arriving else self._texts.nothing_pending
+            return await self._finish_fetch(fetch, text, None)
         if not target.finished:
             waited = await self._store.wait_answer(target.id, self._remaining(deadline))
             if waited is None or not waited.finished:
@@ -181,13 +195,22 @@ class Delivery:
         part = self.part(target, target.delivered_upto)
         return await self._finish_fetch(fetch, part.text, (target, part))
 
-    async def _fetch_target(self, fetch: AnswerRecord) -> AnswerRecord | None:
-        """The oldest model answer before this 「1」 that the user has not fully seen."""
+    async def _fetch_target(self, fetch: AnswerRecord) -> tuple[AnswerRecord | None, bool]:
+        """The oldest model answer before this 「1」 that the user has not fully seen.
+
+        Answers a channel is pushing are skipped (they arrive by themselves); the flag says
+        whether any was, so the reply can say so instead of "nothing pending".
+        """
         pending = await self._store.conversation_answers(fetch.conversation, undelivered_only=True)
+        pushed = False
         for answer in pending:
-            if answer.kind is AnswerKind.LLM and answer.seq < fetch.seq:
-                return answer
-        return None
+            if answer.kind is not AnswerKind.LLM or answer.seq >= fetch.seq:
+                continue
+            if handed_off(answer):
+                pushed = True
+                continue
+            return answer, pushed
+        return None, pushed
 
     async def _finish_fetch(
         self, fetch: AnswerRecord, text: str, delivered: tuple[AnswerRecord, Part] | None
@@ -212,14 +235,22 @@ class Delivery:
             part = self.part(answer, 0)
             await self._store.mark_delivered(answer.id, part.upto)
             return part.text
-        notice = await self._pending_notice(answer)
+        notice = await self.pending_notice(answer)
         part = self.part(answer, 0, reserve=notice)
         await self._store.mark_delivered(answer.id, part.upto)
         return part.text + notice
 
-    async def _pending_notice(self, answer: AnswerRecord) -> str:
+    async def pending_notice(self, answer: AnswerRecord) -> str:
+        """The line telling the user another answer waits for 「1」, or "" if none does.
+
+        Answers a channel is still pushing do not count: they arrive without 「1」.
+        """
         pending = await self._store.conversation_answers(answer.conversation, undelivered_only=True)
-        others = [a for a in pending if a.kind is AnswerKind.LLM and a.id != answer.id]
+        others = [
+            a
+            for a in pending
+            if a.kind is AnswerKind.LLM and a.id != answer.id and not handed_off(a)
+        ]
         return self._texts.pending_notice if others else ""
 
     def placeholder(self, answer: AnswerRecord) -> str:

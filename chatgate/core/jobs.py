@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 IMAGES_META = "images"
 
+# Told about every answer a job finished (done or failed), with its final record. Hooks run
+# inside the job's task and must not block: start a task for anything slow (a push, say).
+FinishedHook = Callable[[AnswerRecord], None]
+
 
 def pseudonym(conversation: str) -> str:
     """A stable user id for the LLM vendor that does not reveal the platform's user id."""
@@ -59,6 +63,24 @@ class AnswerJobs:
         self._clock = clock
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._finished_hooks: list[FinishedHook] = []
+
+    def on_finished(self, hook: FinishedHook) -> None:
+        """Call ``hook`` with the final record of every answer a job of this process finishes.
+
+        A channel that delivers answers itself (a push API) follows jobs this way instead of
+        polling. Jobs cancelled by shutdown do not finish here; they run again on next start.
+        """
+        self._finished_hooks.append(hook)
+
+    def _finished(self, record: AnswerRecord | None) -> None:
+        if record is None:
+            return
+        for hook in self._finished_hooks:
+            try:
+                hook(record)
+            except Exception:  # one broken listener must not fail the answer or the others
+                log.exception("answer %s: a finished-hook failed", record.id)
 
     def start(self, answer: AnswerRecord) -> None:
         """Run the job for ``answer`` unless this process already runs it."""
@@ -127,12 +149,14 @@ class AnswerJobs:
         if failure is not None:
             log.warning("answer %s failed: %s", answer.id, failure)
             final = f"{text.rstrip()}\n\n{self._apology}" if text.strip() else self._apology
-            await self._store.update_answer(
+            failed = await self._store.update_answer(
                 answer.id, status=AnswerStatus.FAILED, text=final, error=failure
             )
+            self._finished(failed)
             return
-        await self._store.update_answer(answer.id, status=AnswerStatus.DONE, text=text)
+        done = await self._store.update_answer(answer.id, status=AnswerStatus.DONE, text=text)
         log.info("answer %s done: %d chars in %.1fs", answer.id, len(text), self._clock() - started)
+        self._finished(done)
         await self._conversations.record(
             answer.conversation, answer.question, text, answer_id=answer.id, at=answer.created_at
         )

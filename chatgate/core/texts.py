@@ -16,6 +16,8 @@ class Texts:
     more_with_link: str = "\n\n（回复1继续，或查看全文：{link}）"
     nothing_pending: str = "没有待领取的回答。直接输入问题即可开始对话。"
     pending_notice: str = "\n\n（你还有一条未读的回答，回复1查看）"
+    arriving: str = "回答生成后会直接发给你，请稍候。"
+    part_number: str = "({index}/{total}) "
     unsupported: str = "暂时只支持文字消息，请直接输入你的问题。"
     empty_question: str = "请输入你的问题。"
 

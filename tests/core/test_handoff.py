@@ -1,0 +1,88 @@
+"""Answers a channel pushes itself: the finished-hook, and replies leaving them alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatgate.core.delivery import DELIVERY_META, PUSHED, REPLIES, handed_off
+from chatgate.core.messages import Inbound, Kind
+from chatgate.errors import ProviderError
+from chatgate.store.base import AnswerRecord, AnswerStatus
+from tests.core.conftest import Core, Script, ScriptedProvider
+
+PUSH_ME = ((DELIVERY_META, PUSHED),)
+
+
+def msg(text: str, n: int, *, reply_to: tuple[tuple[str, str], ...] = ()) -> Inbound:
+    return Inbound("wechat_mp", "gh_a", "u1", f"msg:{n}", Kind.TEXT, text=text, reply_to=reply_to)
+
+
+async def finished(core: Core, answer_id: str) -> AnswerRecord:
+    record = await core.store.wait_answer(answer_id, 5)
+    assert record is not None and record.finished
+    return record
+
+
+async def test_finished_hooks_get_the_final_record_of_done_and_failed_answers(
+    core: Core, provider: ScriptedProvider
+) -> None:
+    seen: list[AnswerRecord] = []
+    core.jobs.on_finished(seen.append)
+    provider.scripts["bad"] = Script(["half "], fail=ProviderError("boom"))
+    good = await core.dispatcher.accept(msg("good", 1))
+    bad = await core.dispatcher.accept(msg("bad", 2))
+    await finished(core, good.answer.id)
+    await finished(core, bad.answer.id)
+    await asyncio.sleep(0)
+    assert [(r.id, r.status) for r in seen] == [
+        (good.answer.id, AnswerStatus.DONE),
+        (bad.answer.id, AnswerStatus.FAILED),
+    ]
+    assert seen[0].text == "answer to good"
+    assert seen[1].text.endswith("sorry")
+
+
+async def test_a_failing_hook_neither_fails_the_answer_nor_silences_the_next_hook(
+    core: Core,
+) -> None:
+    def broken(record: AnswerRecord) -> None:
+        raise RuntimeError("listener bug")
+
+    seen: list[str] = []
+    core.jobs.on_finished(broken)
+    core.jobs.on_finished(lambda record: seen.append(record.id))
+    ticket = await core.dispatcher.accept(msg("q", 1))
+    record = await finished(core, ticket.answer.id)
+    assert record.status is AnswerStatus.DONE
+    await core.supervisor.drain(1.0)
+    stored = await core.store.get_answer(ticket.answer.id)
+    assert stored is not None and stored.status is AnswerStatus.DONE
+    assert seen == [ticket.answer.id]
+
+
+async def test_a_pushed_answer_is_neither_fetched_nor_announced_until_given_back(
+    core: Core,
+) -> None:
+    pushed = await core.dispatcher.accept(msg("pushed question", 1, reply_to=PUSH_ME))
+    assert handed_off(pushed.answer)
+    await finished(core, pushed.answer.id)
+
+    # 「1」 does not take the answer the channel is pushing; it says it is on its way.
+    fetch = await core.dispatcher.accept(msg("1", 2))
+    ready = await core.delivery.ready(fetch.answer, asyncio.get_running_loop().time() + 2)
+    assert ready is not None
+    assert await core.delivery.reply_text(ready) == core.texts.arriving
+    # A new answer does not announce it as unread either.
+    other = await core.dispatcher.accept(msg("other", 3))
+    other_record = await finished(core, other.answer.id)
+    assert await core.delivery.reply_text(other_record) == "answer to other"
+
+    # The channel gives it back (it could not push): now it is unread like any other.
+    await core.store.update_answer(pushed.answer.id, meta={DELIVERY_META: REPLIES})
+    third = await core.dispatcher.accept(msg("third", 4))
+    third_record = await finished(core, third.answer.id)
+    assert (await core.delivery.reply_text(third_record)).endswith(core.texts.pending_notice)
+    fetch = await core.dispatcher.accept(msg("1", 5))
+    ready = await core.delivery.ready(fetch.answer, asyncio.get_running_loop().time() + 2)
+    assert ready is not None
+    assert await core.delivery.reply_text(ready) == "answer to pushed question"
