@@ -16,23 +16,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chatgate.sim.llm_script import Script, content_text, plan, user_texts
+from chatgate.sim.dify import FakeDify
+from chatgate.sim.llm_script import Script, content_text, paced, plan, user_texts
 from chatgate.sim.server import LoopbackServer
 
-__all__ = ["FakeLLM", "LLMCall", "Script", "ScriptHook"]
+__all__ = ["FakeDify", "FakeLLM", "LLMCall", "Script", "ScriptHook"]
 
 ScriptHook = Callable[[list[dict[str, Any]]], Script]
 
 
 @dataclass(frozen=True)
 class LLMCall:
-    """One chat-completions request as received; `at` is Unix time."""
+    """One request as received; `at` is Unix time, `api` is "openai" or "dify"."""
 
     at: float
     body: dict[str, Any]
+    api: str = "openai"
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "body": self.body}
+        return {"at": self.at, "api": self.api, "body": self.body}
+
+    @property
+    def question(self) -> str:
+        """The user's new message: the last user message, or Dify's `query`."""
+        if self.api == "dify":
+            return str(self.body.get("query", ""))
+        messages = [m for m in self.body.get("messages", []) if isinstance(m, dict)]
+        users = user_texts(messages)
+        return users[-1] if users else ""
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -52,8 +63,10 @@ async def _forever() -> None:
 class FakeLLM:
     """`async with FakeLLM().serve() as base_url:` gives an OpenAI-compatible `.../v1`.
 
-    `delay` and `ttft` are the defaults for messages without [delay] / [ttft]; `script`
-    replaces the directive parser for programmatic control.
+    The same `.../v1` also serves Dify's `/chat-messages` (see `chatgate.sim.dify`), scripted
+    by the same directives and logged in the same `calls`. `delay` and `ttft` are the
+    defaults for messages without [delay] / [ttft]; `script` replaces the directive parser
+    for programmatic control.
     """
 
     def __init__(
@@ -75,9 +88,11 @@ class FakeLLM:
         self._chunk_chars = chunk_chars
         # Failures served so far per last user message, for [fail=429x1].
         self._failed: Counter[str] = Counter()
+        self.dify = FakeDify(self)
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/chat-messages", self.dify.chat_messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/_sim/calls", self._calls, methods=["GET"]),
                 Route("/_sim/reset", self._reset, methods=["POST"]),
@@ -94,6 +109,18 @@ class FakeLLM:
     def reset(self) -> None:
         self.calls.clear()
         self._failed.clear()
+        self.dify.forget()
+
+    def record(self, body: dict[str, Any], api: str = "openai") -> None:
+        self.calls.append(LLMCall(time.time(), body, api))
+
+    def timing(self, script: Script) -> tuple[float, float]:
+        """The (delay, ttft) a call with `script` gets: its directives, else the defaults."""
+        delay = self._delay if script.delay is None else script.delay
+        return delay, min(delay, self._ttft if script.ttft is None else script.ttft)
+
+    def chunk_chars(self) -> int:
+        return self._chunk_chars
 
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[str]:
@@ -101,7 +128,8 @@ class FakeLLM:
         async with LoopbackServer(self.app) as server:
             yield f"{server.url}/v1"
 
-    def _should_fail(self, script: Script, messages: list[dict[str, Any]]) -> bool:
+    def should_fail(self, script: Script, messages: list[dict[str, Any]]) -> bool:
+        """Whether this call fails as [fail] asks; counts it against a [fail=NxK] budget."""
         if script.fail is None:
             return False
         if script.fail_times is None:
@@ -120,11 +148,10 @@ class FakeLLM:
             return _error(400, "the body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' must be a list")
-        self.calls.append(LLMCall(time.time(), body))
+        self.record(body)
         messages = [m for m in body["messages"] if isinstance(m, dict)]
         script = self.script_for(messages)
-        delay = self._delay if script.delay is None else script.delay
-        ttft = min(delay, self._ttft if script.ttft is None else script.ttft)
+        delay, ttft = self.timing(script)
         requested = body.get("model")
         model = requested if isinstance(requested, str) else self.model
         stream = body.get("stream") is True
@@ -132,7 +159,7 @@ class FakeLLM:
             if stream:
                 return StreamingResponse(self._hang_stream(), media_type="text/event-stream")
             await _forever()
-        if self._should_fail(script, messages):
+        if self.should_fail(script, messages):
             await asyncio.sleep(delay)
             assert script.fail is not None
             return _error(script.fail, f"simulated failure {script.fail}")
@@ -178,8 +205,6 @@ class FakeLLM:
         ttft: float,
         usage: dict[str, int] | None,
     ) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         created = int(time.time())
 
         def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
@@ -192,15 +217,12 @@ class FakeLLM:
                 "choices": [choice],
             }
 
-        size = self._chunk_chars
-        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        first = True
         # First piece at ttft, the rest spread evenly so the stop chunk lands at `delay`.
-        for i, piece in enumerate(pieces):
-            due = start + ttft + (delay - ttft) * i / len(pieces)
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+        async for piece in paced(text, delay, ttft, self._chunk_chars):
+            delta = {"role": "assistant", "content": piece} if first else {"content": piece}
+            first = False
             yield _sse(chunk(delta, None))
-        await asyncio.sleep(max(0.0, start + delay - loop.time()))
         yield _sse(chunk({}, "stop"))
         if usage is not None:
             yield _sse({**chunk({}, None), "choices": [], "usage": usage})

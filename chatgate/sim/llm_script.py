@@ -12,8 +12,10 @@ answered by quoting the user message before it, so a test can see that context w
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,3 +125,18 @@ def _seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+async def paced(text: str, delay: float, ttft: float, size: int) -> AsyncIterator[str]:
+    """`text` in pieces of `size` characters, the first at `ttft`, the rest spread evenly.
+
+    Always at least one (possibly empty) piece; ends once `delay` has passed since the start.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    for i, piece in enumerate(pieces):
+        due = start + ttft + (delay - ttft) * i / len(pieces)
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        yield piece
+    await asyncio.sleep(max(0.0, start + delay - loop.time()))

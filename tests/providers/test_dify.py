@@ -324,3 +324,22 @@ async def test_sse_parser_joins_data_lines_and_names_events() -> None:
         {"event": "message", "answer": "x"},
         {"event": "", "answer": "y"},
     ]
+
+
+async def test_against_the_simulator_context_follows_the_kept_conversation_id() -> None:
+    from chatgate.sim.llm import FakeLLM
+
+    fake = FakeLLM(ttft=0.0)
+    async with fake.serve() as base_url:
+        provider = DifyProvider(base_url, "app-sim", timeout=5)
+        state: dict[str, str] = {}
+        assert (
+            await collect(provider, ask("我叫小明", state=state))
+            == "你问：我叫小明。这是模拟回答。"
+        )
+        assert await collect(provider, ask("我刚才说了什么？", state=state)) == "你刚才说：我叫小明"
+        await provider.aclose()
+    assert [call.body.get("conversation_id") for call in fake.calls] == [
+        None,
+        state["conversation_id"],
+    ]
