@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     context_max_turns: int = Field(20, ge=0)
     context_max_tokens: int = Field(3000, ge=0)
 
+    # -- conversation features (commands, sessions, rules, media, moderation, limits) ------
+    command_prefix: str = "/"
+    session_mode: Literal["always", "command"] = "always"
+    session_ttl: float = Field(300.0, gt=0)
+    welcome_text: str | None = None
+    rules_file: Path | None = None
+    blocklist_file: Path | None = None
+    llm_vision: bool = False
+    rate_limit: str = ""
+
     # -- WeChat Official Account -----------------------------------------------------------
     wechat_token: SecretStr | None = None
     wechat_appid: str = ""
@@ -158,6 +168,33 @@ class Settings(BaseSettings):
             raise ValueError("must start with /")
         return value
 
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix_is_punctuation(cls, value: str) -> str:
+        if not 1 <= len(value) <= 3 or any(c.isalnum() or c.isspace() for c in value):
+            raise ValueError(
+                "must be 1 to 3 characters, none a letter, digit or space (e.g. / or #)"
+            )
+        return value
+
+    @field_validator("rules_file", "blocklist_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("rules_file", "blocklist_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value.strip()
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -169,6 +206,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the TOML file, which arrives as init values.
         return (env_settings, init_settings)
+
+    @property
+    def rate_limits(self) -> tuple[tuple[int, float], ...]:
+        """``rate_limit`` parsed: (messages, per seconds) pairs, shortest window first."""
+        return parse_rate_limit(self.rate_limit)
 
     @property
     def wechat_enabled(self) -> bool:
@@ -273,3 +315,34 @@ def load_settings(
         if environ is not None or overrides:
             os.environ.clear()
             os.environ.update(saved)
+
+
+_RATE_UNITS: Mapping[str, float] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds", "秒"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes", "分", "分钟"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours", "时", "小时"), 3600.0),
+    **dict.fromkeys(("d", "day", "days", "天", "日"), 86400.0),
+}
+_RATE_PART = re.compile(r"(\d+)\s*/\s*(\d*)\s*(\S+)")
+
+
+def parse_rate_limit(value: str) -> tuple[tuple[int, float], ...]:
+    """``"20/min,200/day"`` → ``((20, 60.0), (200, 86400.0))``, shortest window first.
+
+    A part is ``COUNT/UNIT`` or ``COUNT/N UNIT`` (``5/10min``); units are s, min, h, day (and
+    their long forms, or 秒 分钟 小时 天). Empty means no limit. ``ValueError`` says which part
+    is wrong.
+    """
+    limits: list[tuple[int, float]] = []
+    for part in re.split(r"[,，;]", value):
+        if not part.strip():
+            continue
+        match = _RATE_PART.fullmatch(part.strip())
+        unit = _RATE_UNITS.get(match.group(3).lower()) if match else None
+        if match is None or unit is None:
+            raise ValueError(f"cannot read {part.strip()!r}: write it like 20/min,200/day")
+        count, multiple = int(match.group(1)), int(match.group(2) or 1)
+        if count < 1 or multiple < 1:
+            raise ValueError(f"{part.strip()!r}: counts must be at least 1")
+        limits.append((count, multiple * unit))
+    return tuple(sorted(limits, key=lambda limit: limit[1]))
