@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from chatgate.core.conversations import Conversations
 from chatgate.core.locks import KeyedLocks
@@ -23,6 +24,18 @@ IMAGES_META = "images"
 # Told about every answer a job finished (done or failed), with its final record. Hooks run
 # inside the job's task and must not block: start a task for anything slow (a push, say).
 FinishedHook = Callable[[AnswerRecord], None]
+
+
+class TextFilter(Protocol):
+    """Rewrites an answer's text as it streams, before the store (and so anyone) sees it.
+
+    ``feed`` returns the text that is final so far and may hold a short tail back (to see a
+    word split across chunks whole); ``flush`` returns the rest once the stream has ended.
+    """
+
+    def feed(self, chunk: str) -> str: ...
+
+    def flush(self) -> str: ...
 
 
 def pseudonym(conversation: str) -> str:
@@ -53,6 +66,7 @@ class AnswerJobs:
         timeout: float,
         apology: str,
         clock: Callable[[], float] = time.time,
+        text_filter: Callable[[], TextFilter] | None = None,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -61,6 +75,7 @@ class AnswerJobs:
         self._timeout = timeout
         self._apology = apology
         self._clock = clock
+        self._text_filter = text_filter  # a fresh filter per answer (moderation's masking)
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._finished_hooks: list[FinishedHook] = []
@@ -128,12 +143,14 @@ class AnswerJobs:
         parts: list[str] = []
         failure: str | None = None
         started = self._clock()
+        shield = self._text_filter() if self._text_filter is not None else None
         try:
             async with asyncio.timeout(self._timeout):
                 async for chunk in self._provider.stream(request):
-                    if chunk:
-                        parts.append(chunk)
-                        await self._store.append_answer_text(answer.id, chunk)
+                    shown = shield.feed(chunk) if shield is not None and chunk else chunk
+                    if shown:
+                        parts.append(shown)
+                        await self._store.append_answer_text(answer.id, shown)
         except TimeoutError:
             failure = f"provider timed out after {self._timeout:g}s"
         except ProviderError as exc:
@@ -141,13 +158,17 @@ class AnswerJobs:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a provider bug must not kill the job: the user gets the apology
-            log.exception("answer %s: unexpected provider failure", answer.id)
+            log.exception(
+                "answer %s for message %s: unexpected provider failure", answer.id, answer.dedup_key
+            )
             failure = f"unexpected error: {type(exc).__name__}"
+        if shield is not None:
+            parts.append(shield.flush())
         text = "".join(parts)
         if failure is None and not text.strip():
             failure = "provider returned an empty answer"
         if failure is not None:
-            log.warning("answer %s failed: %s", answer.id, failure)
+            log.warning("answer %s for message %s failed: %s", answer.id, answer.dedup_key, failure)
             final = f"{text.rstrip()}\n\n{self._apology}" if text.strip() else self._apology
             failed = await self._store.update_answer(
                 answer.id, status=AnswerStatus.FAILED, text=final, error=failure
