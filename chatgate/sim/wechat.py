@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,6 +98,7 @@ class WeChatSim:
         encrypt_mode: EncryptMode | None = None,
         client: httpx.AsyncClient | None = None,
         max_text_bytes: int | None = MAX_TEXT_BYTES,
+        on_message: Callable[[str, str], None] | None = None,
     ) -> None:
         mode: EncryptMode = encrypt_mode or ("plain" if aes_key is None else "safe")
         if mode != "plain" and aes_key is None:
@@ -113,6 +115,9 @@ class WeChatSim:
         self.client = client
         self.max_text_bytes = max_text_bytes
         self.sent: list[SentRequest] = []
+        # Told (user, MsgType) as each message leaves the user, before its first try: a fake
+        # WeChat API uses it to open the user's customer-service window.
+        self.on_message = on_message
         self._crypto = None if aes_key is None else MessageCrypto(token, aes_key, appid)
 
     async def send_text(self, user: str, text: str) -> Outcome:
@@ -133,6 +138,8 @@ class WeChatSim:
         # Events carry no MsgId; every message gets a fresh 64-bit one.
         msg_id = None if msg_type == "event" else str(secrets.randbits(63))
         tail = [] if msg_id is None else [("MsgId", msg_id)]
+        if self.on_message is not None:
+            self.on_message(user, msg_type)
         return await self._deliver(user, [*header, *fields.items(), *tail], msg_id)
 
     async def verify_url(self) -> bool:
