@@ -7,6 +7,11 @@ from chatgate.providers.base import ChatMessage, ImagePart
 from chatgate.store.base import Store, Turn
 
 
+def provider_state_key(conversation: str) -> str:
+    """Where a provider's own memory of the conversation lives (Dify's conversation id)."""
+    return f"provider_state:{conversation}"
+
+
 class Conversations:
     """Builds the model's input from stored turns and records finished exchanges."""
 
@@ -57,4 +62,6 @@ class Conversations:
         )
 
     async def reset(self, conversation: str) -> None:
+        """Forget the context: ours, and the provider's own (a Dify conversation), too."""
         await self._store.reset_context(conversation)
+        await self._store.kv_delete(provider_state_key(conversation))

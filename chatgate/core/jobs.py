@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from chatgate.core.cache import AnswerCache
 from chatgate.core.conversations import Conversations
+from chatgate.core.conversations import provider_state_key as provider_state_key  # re-exported
+from chatgate.core.fairness import FairLimiter
 from chatgate.core.locks import KeyedLocks
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.errors import ProviderError
-from chatgate.providers.base import ChatRequest, Provider
+from chatgate.providers.base import ChatMessage, ChatRequest, Provider
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
 
 log = logging.getLogger(__name__)
 
 IMAGES_META = "images"
+# Set on an answer served from the answer cache, for the logs and the answer page.
+CACHE_META = "cache"
 
 # Told about every answer a job finished (done or failed), with its final record. Hooks run
 # inside the job's task and must not block: start a task for anything slow (a push, say).
@@ -43,16 +50,15 @@ def pseudonym(conversation: str) -> str:
     return hashlib.sha256(conversation.encode("utf-8")).hexdigest()[:24]
 
 
-def provider_state_key(conversation: str) -> str:
-    return f"provider_state:{conversation}"
-
-
 class AnswerJobs:
     """Runs answer jobs under the supervisor.
 
     A job waits for the conversation's earlier jobs (so a follow-up sees the answer before it
-    in its context), then for a provider slot, then streams the provider into the store. A
-    failure or timeout becomes the apology text, kept as the answer. A job cancelled by
+    in its context), then for a supervisor slot (``CHATGATE_MAX_JOBS``). A first-turn question
+    may then be answered from the answer cache; otherwise the job waits for a provider place
+    (the ``FairLimiter``, ``CHATGATE_LLM_CONCURRENCY``, round-robin across conversations) and
+    streams the provider into the store. A failure or timeout becomes the apology text, kept
+    as the answer. A job cancelled by
     shutdown stays ``running`` in the store, and ``recover`` runs it again on the next start.
     """
 
@@ -67,6 +73,8 @@ class AnswerJobs:
         apology: str,
         clock: Callable[[], float] = time.time,
         text_filter: Callable[[], TextFilter] | None = None,
+        limiter: FairLimiter | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -75,6 +83,9 @@ class AnswerJobs:
         self._timeout = timeout
         self._apology = apology
         self._clock = clock
+        # Provider calls across conversations, fairly; None = only the supervisor's slots.
+        self._limiter = limiter
+        self._cache = cache
         self._text_filter = text_filter  # a fresh filter per answer (moderation's masking)
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -140,12 +151,15 @@ class AnswerJobs:
             request_id=answer.id,
             state=dict(state),
         )
+        cacheable = self._cache is not None and not images and _first_turn(messages, state)
+        if cacheable and await self._answer_from_cache(answer):
+            return
         parts: list[str] = []
         failure: str | None = None
         started = self._clock()
         shield = self._text_filter() if self._text_filter is not None else None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._provider_slot(answer.conversation), asyncio.timeout(self._timeout):
                 async for chunk in self._provider.stream(request):
                     shown = shield.feed(chunk) if shield is not None and chunk else chunk
                     if shown:
@@ -165,6 +179,11 @@ class AnswerJobs:
         if shield is not None:
             parts.append(shield.flush())
         text = "".join(parts)
+        if request.state != state:
+            # Kept even when the answer failed: it is the provider's side that changed.
+            await self._store.kv_set(
+                provider_state_key(answer.conversation), json.dumps(request.state)
+            )
         if failure is None and not text.strip():
             failure = "provider returned an empty answer"
         if failure is not None:
@@ -181,10 +200,29 @@ class AnswerJobs:
         await self._conversations.record(
             answer.conversation, answer.question, text, answer_id=answer.id, at=answer.created_at
         )
-        if request.state != state:
-            await self._store.kv_set(
-                provider_state_key(answer.conversation), json.dumps(request.state)
-            )
+        if cacheable and self._cache is not None:
+            await self._cache.put(answer.question, text)
+
+    def _provider_slot(self, conversation: str) -> AbstractAsyncContextManager[None]:
+        if self._limiter is None:
+            return contextlib.nullcontext()
+        return self._limiter.slot(conversation)
+
+    async def _answer_from_cache(self, answer: AnswerRecord) -> bool:
+        """Finish ``answer`` with a cached answer to its question; False when there is none."""
+        assert self._cache is not None
+        text = await self._cache.get(answer.question)
+        if text is None:
+            return False
+        done = await self._store.update_answer(
+            answer.id, status=AnswerStatus.DONE, text=text, meta={CACHE_META: "hit"}
+        )
+        log.info("answer %s for message %s: from the answer cache", answer.id, answer.dedup_key)
+        self._finished(done)
+        await self._conversations.record(
+            answer.conversation, answer.question, text, answer_id=answer.id, at=answer.created_at
+        )
+        return True
 
     async def _load_state(self, conversation: str) -> dict[str, str]:
         raw = await self._store.kv_get(provider_state_key(conversation))
@@ -192,3 +230,8 @@ class AnswerJobs:
             return {}
         loaded = json.loads(raw)
         return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def _first_turn(messages: list[ChatMessage], state: dict[str, str]) -> bool:
+    """Whether the model sees nothing of the conversation but this question."""
+    return not state and all(m.role == "system" for m in messages[:-1])
