@@ -19,6 +19,7 @@ from chatgate.core.conversations import Conversations
 from chatgate.core.delivery import Delivery, Surface
 from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.jobs import AnswerJobs
+from chatgate.core.links import Links
 from chatgate.core.plaintext import markdown_to_text
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
@@ -29,6 +30,7 @@ from chatgate.providers.fake import FakeProvider
 from chatgate.providers.openai_compat import OpenAICompatProvider
 from chatgate.store import open_store
 from chatgate.store.base import Store
+from chatgate.web.pages import Pages
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Services:
     jobs: AnswerJobs
     dispatcher: Dispatcher
     texts: Texts
+    links: Links
     routes: list[BaseRoute] = field(default_factory=list)
     # Run once the store is open, in order (e.g. resuming deliveries a crash interrupted).
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -98,7 +101,11 @@ def build_services(
         root.include(router)
     root.include(default_router(texts))
     dispatcher = Dispatcher(store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock)
-    services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts)
+    links = Links(store, settings.public_url, ttl=settings.answer_ttl, clock=clock)
+    if not links.enabled:
+        log.warning("CHATGATE_PUBLIC_URL is not set: replies carry no page links")
+    services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts, links)
+    services.routes.extend(Pages(store, links, clock=clock).routes())
     if settings.wechat_enabled:
         services.routes.extend(_wechat_routes(settings, services, clock))
     else:
@@ -116,7 +123,11 @@ def _wechat_routes(
         crypto = WeChatCrypto(
             token, settings.wechat_aes_key.get_secret_value(), settings.wechat_appid
         )
-    surface = Surface(max_bytes=settings.wechat_passive_max_bytes, render=markdown_to_text)
+    surface = Surface(
+        max_bytes=settings.wechat_passive_max_bytes,
+        render=markdown_to_text,
+        link_for=services.links.answer_link,
+    )
     delivery = Delivery(
         services.store, surface, services.texts, answer_ttl=settings.answer_ttl, clock=clock
     )
