@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from chatgate.core.cache import AnswerCache
 from chatgate.core.conversations import Conversations
 from chatgate.core.delivery import Delivery, Surface
 from chatgate.core.dispatcher import Dispatcher
+from chatgate.core.fairness import FairLimiter
 from chatgate.core.jobs import AnswerJobs
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
@@ -77,11 +79,22 @@ def build_core(
     max_bytes: int = 2048,
     timeout: float = 30.0,
     router: Router | None = None,
+    limiter: FairLimiter | None = None,
+    cache: AnswerCache | None = None,
 ) -> Core:
     texts = Texts()
     supervisor = TaskSupervisor(8)
     conversations = Conversations(store, system_prompt="sys", max_turns=20, max_tokens=3000)
-    jobs = AnswerJobs(store, provider, conversations, supervisor, timeout=timeout, apology="sorry")
+    jobs = AnswerJobs(
+        store,
+        provider,
+        conversations,
+        supervisor,
+        timeout=timeout,
+        apology="sorry",
+        limiter=limiter,
+        cache=cache,
+    )
     root = Router()
     if router is not None:
         root.include(router)
