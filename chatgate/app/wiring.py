@@ -15,9 +15,11 @@ from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
 from chatgate.channels.wechat_mp.window import PassiveWindow
 from chatgate.config import Settings
+from chatgate.core.cache import AnswerCache, namespace
 from chatgate.core.conversations import Conversations
 from chatgate.core.delivery import Delivery, Surface
 from chatgate.core.dispatcher import Dispatcher
+from chatgate.core.fairness import FairLimiter
 from chatgate.core.jobs import AnswerJobs
 from chatgate.core.links import Links
 from chatgate.core.plaintext import markdown_to_text
@@ -26,6 +28,7 @@ from chatgate.core.routes import default_router
 from chatgate.core.tasks import TaskSupervisor
 from chatgate.core.texts import Texts
 from chatgate.providers.base import Provider
+from chatgate.providers.dify import DifyProvider
 from chatgate.providers.fake import FakeProvider
 from chatgate.providers.openai_compat import OpenAICompatProvider
 from chatgate.store import open_store
@@ -38,13 +41,36 @@ log = logging.getLogger(__name__)
 def make_provider(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Provider:
     if settings.llm_provider == "fake":
         return FakeProvider()
+    if settings.llm_provider == "dify":
+        return DifyProvider(
+            settings.llm_base_url,
+            settings.llm_api_key.get_secret_value(),
+            timeout=settings.llm_timeout,
+            http_client=http_client,
+            max_retries=settings.llm_retries,
+        )
     return OpenAICompatProvider(
         settings.llm_base_url,
         settings.llm_api_key.get_secret_value(),
         settings.llm_model,
         timeout=settings.llm_timeout,
         http_client=http_client,
+        max_retries=settings.llm_retries,
     )
+
+
+def make_cache(settings: Settings, store: Store) -> AnswerCache | None:
+    """The answer cache, or None when ``CHATGATE_CACHE_TTL`` is 0 (the default)."""
+    if settings.cache_ttl <= 0:
+        return None
+    parts = [settings.llm_provider, settings.llm_base_url]
+    if settings.llm_provider == "dify":
+        # A Dify app is named by its key (prompt, model and knowledge live in the app); the
+        # key only enters a SHA-256, never the store in the clear.
+        parts.append(settings.llm_api_key.get_secret_value())
+    else:
+        parts += [settings.llm_model, settings.llm_system_prompt]
+    return AnswerCache(store, ttl=settings.cache_ttl, scope=namespace(*parts))
 
 
 @dataclass
@@ -95,6 +121,8 @@ def build_services(
         timeout=settings.llm_timeout,
         apology=settings.llm_apology,
         clock=clock,
+        limiter=FairLimiter(settings.llm_concurrency),
+        cache=make_cache(settings, store),
     )
     root = Router("root")
     if router is not None:
