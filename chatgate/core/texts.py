@@ -63,7 +63,7 @@ class Texts:
 
     # -- moderation, limits, failures ---------------------------------------------------------
     refused: str = "抱歉，这个问题涉及不适宜讨论的内容，无法回答。"
-    rate_limited: str = "提问太频繁了，请{wait}后再试。"
+    rate_limited: str = "提问太频繁了，请 {wait}后再试。"
     wait_seconds: str = "{n} 秒"
     wait_minutes: str = "{n} 分钟"
     wait_hours: str = "{n} 小时"
