@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     answer_ttl: float = Field(86400.0, gt=0)
     max_jobs: int = Field(64, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    # Seconds SIGTERM leaves running answers to finish before they are left for the next start.
+    shutdown_grace: float = Field(20.0, ge=0, le=3600)
+    metrics_token: SecretStr | None = None
 
     # -- LLM -----------------------------------------------------------------------------
     llm_provider: Literal["openai", "dify", "fake"] = "openai"
@@ -120,6 +124,11 @@ class Settings(BaseSettings):
         if info.data.get("llm_provider") == "dify" and not value.get_secret_value():
             raise ValueError("the Dify provider needs the Dify app's API key")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_metrics_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or value.get_secret_value() == "" else value
 
     @field_validator("store")
     @classmethod
