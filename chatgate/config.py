@@ -82,12 +82,18 @@ class Settings(BaseSettings):
     wechat_appid: str = ""
     wechat_secret: SecretStr | None = None
     wechat_aes_key: SecretStr | None = None
-    wechat_mode: Literal["passive"] = "passive"
+    # Unset: hybrid when AppID and AppSecret are set (the customer-service API needs both),
+    # else passive. Never None once loaded.
+    wechat_mode: Literal["passive", "push", "hybrid"] | None = None
     wechat_path: str = "/wechat"
     wechat_reply_deadline: float = Field(4.5, gt=0, lt=5)
     wechat_tries: int = Field(3, ge=1, le=10)
     wechat_passive_max_bytes: int = Field(2048, ge=256)
     wechat_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_token_source: Literal["stable", "classic"] = "stable"
+    wechat_push_max_bytes: int = Field(2048, ge=256)
+    wechat_push_max_messages: int = Field(5, ge=1)
 
     # -- DingTalk robot --------------------------------------------------------------------
     dingtalk_mode: Literal["stream", "http"] = "stream"
@@ -152,6 +158,30 @@ class Settings(BaseSettings):
         if not value.startswith("/"):
             raise ValueError("must start with /")
         return value
+
+    @field_validator("wechat_mode", mode="before")
+    @classmethod
+    def _wechat_mode_default(cls, value: object, info: ValidationInfo) -> object:
+        if value not in (None, ""):
+            return value
+        return "hybrid" if _wechat_can_push(info.data) else "passive"
+
+    @field_validator("wechat_mode")
+    @classmethod
+    def _wechat_push_needs_credentials(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in ("push", "hybrid") and not _wechat_can_push(info.data):
+            raise ValueError(
+                f"{value} mode sends through the customer-service API: set "
+                "CHATGATE_WECHAT_APPID and CHATGATE_WECHAT_SECRET, or use passive"
+            )
+        return value
+
+    @field_validator("wechat_api_base")
+    @classmethod
+    def _wechat_api_base_is_http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return value.rstrip("/")
 
     @field_validator("dingtalk_client_secret")
     @classmethod
@@ -228,6 +258,13 @@ class Settings(BaseSettings):
     @property
     def dingtalk_enabled(self) -> bool:
         return bool(self.dingtalk_client_id) and self.dingtalk_client_secret is not None
+
+
+def _wechat_can_push(data: Mapping[str, Any]) -> bool:
+    """Whether the already-validated fields hold an AppID and an AppSecret."""
+    secret = data.get("wechat_secret")
+    has_secret = isinstance(secret, SecretStr) and secret.get_secret_value() != ""
+    return bool(data.get("wechat_appid")) and has_secret
 
 
 def env_name(field: str) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 from starlette.routing import BaseRoute
 
+from chatgate.app.wechat_push import push_window
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
-from chatgate.channels.wechat_mp.window import PassiveWindow
+from chatgate.channels.wechat_mp.window import PassiveWindow, WindowStrategy
 from chatgate.config import Settings
 from chatgate.core.cache import AnswerCache, namespace
 from chatgate.core.conversations import Conversations
@@ -159,13 +160,18 @@ def _wechat_routes(
     delivery = Delivery(
         services.store, surface, services.texts, answer_ttl=settings.answer_ttl, clock=clock
     )
-    window = PassiveWindow(
+    passive = PassiveWindow(
         services.dispatcher,
         delivery,
         deadline=settings.wechat_reply_deadline,
         tries=settings.wechat_tries,
         clock=clock,
     )
+    window: WindowStrategy = passive
+    if settings.wechat_mode in ("push", "hybrid"):
+        window = push_window(
+            settings, services, surface=surface, delivery=delivery, passive=passive, clock=clock
+        )
     endpoint = WeChatEndpoint(
         token=token,
         window=window,

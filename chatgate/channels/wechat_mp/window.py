@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chatgate.core.delivery import Delivery
-from chatgate.core.dispatcher import Dispatcher
+from chatgate.core.dispatcher import Dispatcher, Ticket
 from chatgate.core.messages import Inbound
 from chatgate.store.base import AnswerRecord
 
@@ -58,6 +58,12 @@ class PassiveWindow:
         self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
     ) -> str | None:
         ticket = await self._dispatcher.accept(inbound)
+        return await self.answer(ticket, inbound, arrived, client_gone)
+
+    async def answer(
+        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+    ) -> str | None:
+        """The passive reply to a try already accepted (other strategies fall back to it)."""
         ready = await self._delivery.ready(ticket.answer, arrived + self._deadline)
         if ready is not None:
             log.info("%s answered inline on try %d", inbound.dedup_key, ticket.attempt)

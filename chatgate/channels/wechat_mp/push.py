@@ -1,0 +1,360 @@
+"""Push delivery: a finished answer sent through the customer-service API, each part once.
+
+An answer is *handed to push* by marking its meta (``delivery=push``, see core delivery): from
+then on 「1」 and the unread notice leave it alone, and the ``Pusher`` sends it when it is
+finished — told by the job's finished-hook, by the window strategy if it was finished already,
+or, after a restart, by ``resume``. All state is in the store:
+
+- ``delivered_upto`` rises after each part WeChat accepted, and sending happens under the
+  store's per-answer lock, re-reading the record once held: no part is sent twice, by this
+  instance or another;
+- meta ``push_sent`` counts messages sent (WeChat allows 5 per user message), ``push_state``
+  says ``done`` or ``stopped:<why>``;
+- answers handed to push and not done are listed under one key, so ``resume`` finds them.
+
+Nothing is lost: when pushing stops early (48001, 45015, 45047, failures a retry did not fix)
+the answer is *given back* (``delivery=reply``) and waits for 「1」 like a passive one, and the
+user's next reply says so. 48001 is also remembered per account, so later messages are
+answered passively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chatgate.channels.wechat_mp.api import WeChatAPI
+from chatgate.channels.wechat_mp.errcodes import ErrorKind, WeChatAPIError
+from chatgate.channels.wechat_mp.inbound import CHANNEL
+from chatgate.channels.wechat_mp.typing import TypingIndicator
+from chatgate.core.delivery import (
+    DELIVERY_META,
+    PUSHED,
+    REPLIES,
+    Delivery,
+    Surface,
+    cut_parts,
+    handed_off,
+)
+from chatgate.core.locks import KeyedLocks
+from chatgate.core.messages import ConversationKey
+from chatgate.core.splitting import utf8_len
+from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
+from chatgate.core.texts import Texts
+from chatgate.store.base import AnswerRecord, Store
+
+log = logging.getLogger(__name__)
+
+PUSH_STATE = "push_state"
+PUSH_SENT = "push_sent"
+DONE = "done"
+PENDING_KEY = "wechat_mp:pending-pushes"
+# How long an account that got 48001 is answered passively before push is tried again.
+FORBIDDEN_FOR = 24 * 3600.0
+# A push holds the answer's lock while it sends; the lock is not renewed, so the push gives
+# up (and gives the answer back) well before it would expire.
+PUSH_LOCK_TTL = 300.0
+PUSH_TIME_LIMIT = 240.0
+# 45002 (too long) halves the part size down to this; WeChat's real limit is not documented.
+MIN_PART_BYTES = 256
+
+
+def forbidden_key(account: str) -> str:
+    return f"wechat_mp:{account}:push-forbidden"
+
+
+def push_lock_name(answer_id: str) -> str:
+    return f"wechat_mp:push:{answer_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One message to send: its text, and the answer offset it delivers up to."""
+
+    text: str
+    upto: int
+    capped: bool = False  # the last message allowed; the rest waits for 「1」
+
+
+class PendingPushes:
+    """Ids of answers handed to push and not yet done, in the store for ``resume``."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._local = asyncio.Lock()
+
+    async def add(self, answer_id: str) -> None:
+        await self._change(lambda ids: ids if answer_id in ids else [*ids, answer_id])
+
+    async def remove(self, answer_id: str) -> None:
+        await self._change(lambda ids: [i for i in ids if i != answer_id])
+
+    async def ids(self) -> list[str]:
+        return self._parse(await self._store.kv_get(PENDING_KEY))
+
+    async def _change(self, change: Callable[[list[str]], list[str]]) -> None:
+        # One writer per process queues locally; the store's lock orders the processes.
+        async with self._local, self._store.lock(PENDING_KEY + ":lock", ttl=10.0):
+            ids = self._parse(await self._store.kv_get(PENDING_KEY))
+            changed = change(ids)
+            if changed != ids:
+                await self._store.kv_set(PENDING_KEY, json.dumps(changed), ttl=self._ttl)
+
+    @staticmethod
+    def _parse(raw: str | None) -> list[str]:
+        try:
+            ids = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+class Pusher:
+    """Sends answers handed to push, part by part, and gives back what it cannot send."""
+
+    def __init__(
+        self,
+        store: Store,
+        api: WeChatAPI,
+        surface: Surface,
+        texts: Texts,
+        supervisor: TaskSupervisor,
+        *,
+        max_messages: int,
+        answer_ttl: float,
+        typing: TypingIndicator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._api = api
+        self._surface = surface
+        self._texts = texts
+        self._supervisor = supervisor
+        self._max_messages = max_messages
+        self._ttl = answer_ttl
+        self._typing = typing
+        self._clock = clock
+        self._delivery = Delivery(store, surface, texts, answer_ttl=answer_ttl, clock=clock)
+        self._pending = PendingPushes(store, answer_ttl)
+        self._local = KeyedLocks()
+        self._number_bytes = utf8_len(texts.part_number.format(index=99, total=99))
+
+    # -- entry points ---------------------------------------------------------------------
+    async def forbidden(self, account: str) -> bool:
+        """Whether this account got 48001 lately: answer its users passively."""
+        return await self._store.kv_get(forbidden_key(account)) is not None
+
+    async def hand_over(self, answer: AnswerRecord, *, interacted: float) -> None:
+        """Make ``answer`` a pushed one (unless given back already) and see it delivered.
+
+        Called on the webhook path: it marks the record and returns; the rest runs in a task.
+        ``interacted`` is when the user wrote, for the typing indicator.
+        """
+        if DELIVERY_META not in answer.meta:
+            updated = await self._store.update_answer(answer.id, meta={DELIVERY_META: PUSHED})
+            if updated is None:
+                return
+            answer = updated
+        if handed_off(answer):
+            self._spawn(self._follow(answer, interacted), f"push-follow:{answer.id}")
+
+    def job_finished(self, record: AnswerRecord) -> None:
+        """The answer jobs' finished-hook: push the answers handed to push."""
+        if record.conversation.startswith(CHANNEL + ":") and handed_off(record):
+            self._spawn(self.push(record.id), f"push:{record.id}")
+
+    async def resume(self) -> None:
+        """At startup: push what a previous run handed to push and did not finish sending.
+
+        Unfinished answers are left to their jobs (recovered before this runs), whose
+        finished-hook pushes them.
+        """
+        resumed = 0
+        for answer_id in await self._pending.ids():
+            record = await self._store.get_answer(answer_id)
+            if record is None or not handed_off(record) or record.meta.get(PUSH_STATE) == DONE:
+                await self._pending.remove(answer_id)
+            elif record.finished:
+                self._spawn(self.push(answer_id), f"push:{answer_id}")
+                resumed += 1
+        if resumed:
+            log.info("resuming %d pushes a previous run left unfinished", resumed)
+
+    async def push(self, answer_id: str) -> None:
+        """Send what is left of a finished answer handed to push; safe to call many times."""
+        async with (
+            self._local.hold(answer_id),
+            self._store.lock(push_lock_name(answer_id), ttl=PUSH_LOCK_TTL),
+        ):
+            try:
+                async with asyncio.timeout(PUSH_TIME_LIMIT):
+                    await self._push_locked(answer_id)
+            except TimeoutError:
+                log.warning(
+                    "answer %s: pushing took over %.0fs; it waits for 「1」",
+                    answer_id,
+                    PUSH_TIME_LIMIT,
+                )
+                record = await self._store.get_answer(answer_id)
+                if record is not None:
+                    await self._give_back(record, "timeout")
+
+    # -- internals ------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            self._supervisor.spawn(coro, name=name)
+        except SupervisorClosed:
+            # Shutting down: ``resume`` picks it up on the next start.
+            log.info("%s left for the next start: shutting down", name)
+
+    async def _follow(self, answer: AnswerRecord, interacted: float) -> None:
+        await self._pending.add(answer.id)
+        current = await self._store.get_answer(answer.id)
+        if current is None:
+            return
+        if current.finished:
+            await self.push(answer.id)
+        elif self._typing is not None:
+            self._typing.show(
+                ConversationKey.parse(current.conversation).user, answer.id, interacted
+            )
+
+    async def _push_locked(self, answer_id: str) -> None:
+        record = await self._store.get_answer(answer_id)
+        if record is None or not record.finished or not handed_off(record):
+            return
+        if record.meta.get(PUSH_STATE) == DONE:
+            return
+        if self._typing is not None:
+            await self._typing.stop(answer_id)
+        key = ConversationKey.parse(record.conversation)
+        if await self.forbidden(key.account):
+            await self._give_back(record, "48001")
+            return
+        max_bytes = self._surface.max_bytes
+        while True:
+            sent = _sent(record)
+            if record.delivered_upto >= len(record.text):
+                await self._finish(record)
+                return
+            if sent >= self._max_messages:
+                await self._give_back(record, "cap")
+                return
+            plan = await self._plan(record, sent, max_bytes)
+            if not plan:  # only whitespace is left
+                record = await self._store.mark_delivered(answer_id, len(record.text)) or record
+                continue
+            for part in plan:
+                try:
+                    await self._api.send_text(key.user, part.text)
+                except WeChatAPIError as exc:
+                    if exc.kind is ErrorKind.TOO_LONG and max_bytes // 2 >= MIN_PART_BYTES:
+                        max_bytes //= 2
+                        log.info("answer %s: %s; parts of %d bytes now", answer_id, exc, max_bytes)
+                        break
+                    await self._stopped(record, key.account, exc)
+                    return
+                delivered = await self._store.mark_delivered(answer_id, part.upto)
+                counted = await self._store.update_answer(
+                    answer_id, meta={PUSH_SENT: str(_sent(record) + 1)}
+                )
+                if delivered is None or counted is None:  # deleted meanwhile (unsubscribed)
+                    return
+                record = counted
+                if part.capped:
+                    log.info(
+                        "answer %s: %d messages pushed; the rest waits for 「1」",
+                        answer_id,
+                        _sent(record),
+                    )
+                    await self._give_back(record, "cap")
+                    return
+
+    async def _plan(self, record: AnswerRecord, sent: int, max_bytes: int) -> list[Planned]:
+        """The messages that deliver the rest of ``record``, within the messages left."""
+        start = record.delivered_upto
+        notice = await self._delivery.pending_notice(record)
+        budget = max_bytes - utf8_len(notice)
+        if sent == 0:
+            whole = cut_parts(record.text, replace(self._surface, max_bytes=budget), start)
+            if len(whole) <= 1:
+                return [Planned(p.text + notice, p.upto) for p in whole]
+        numbered = replace(self._surface, max_bytes=budget - self._number_bytes)
+        parts = cut_parts(record.text, numbered, start)
+        if not parts:
+            return []
+        total = sent + len(parts)
+        room = self._max_messages - sent
+        if len(parts) <= room:
+            last = len(parts) - 1
+            return [
+                Planned(
+                    self._number(sent + i + 1, total) + p.text + (notice if i == last else ""),
+                    p.upto,
+                )
+                for i, p in enumerate(parts)
+            ]
+        # More parts than messages allowed: the last one says how to read the rest.
+        kept = parts[: room - 1]
+        plan = [
+            Planned(self._number(sent + i + 1, total) + p.text, p.upto) for i, p in enumerate(kept)
+        ]
+        tail_start = kept[-1].upto if kept else start
+        tail_delivery = Delivery(
+            self._store,
+            replace(self._surface, max_bytes=max_bytes),
+            self._texts,
+            answer_ttl=self._ttl,
+        )
+        number = self._number(sent + room, total)
+        tail = tail_delivery.part(record, tail_start, reserve=number)
+        plan.append(Planned(number + tail.text, tail.upto, capped=tail.more))
+        return plan
+
+    def _number(self, index: int, total: int) -> str:
+        return self._texts.part_number.format(index=index, total=total)
+
+    async def _finish(self, record: AnswerRecord) -> None:
+        await self._store.update_answer(record.id, meta={PUSH_STATE: DONE})
+        await self._pending.remove(record.id)
+        log.info("answer %s pushed in %d messages", record.id, _sent(record))
+
+    async def _give_back(self, record: AnswerRecord, why: str) -> None:
+        """Stop pushing: the rest of the answer waits for 「1」 like a passive one."""
+        await self._store.update_answer(
+            record.id, meta={DELIVERY_META: REPLIES, PUSH_STATE: f"stopped:{why}"}
+        )
+        await self._pending.remove(record.id)
+
+    async def _stopped(self, record: AnswerRecord, account: str, exc: WeChatAPIError) -> None:
+        why = str(exc.errcode) if exc.errcode is not None else exc.kind.value
+        if exc.kind is ErrorKind.FORBIDDEN:
+            already = await self.forbidden(account)
+            await self._store.kv_set(forbidden_key(account), str(exc.errcode), ttl=FORBIDDEN_FOR)
+            if not already:
+                log.error(
+                    "WeChat account %s may not push (%s). Its users are answered in replies "
+                    "for the next %.0f h; unpushed answers wait for 「1」. What to do: %s",
+                    account,
+                    exc,
+                    FORBIDDEN_FOR / 3600,
+                    exc.owner_action,
+                )
+        elif exc.kind in (ErrorKind.WINDOW, ErrorKind.CAP):
+            log.info("answer %s: push stopped: %s; the rest waits for 「1」", record.id, exc)
+        else:
+            log.warning("answer %s: push failed: %s; the rest waits for 「1」", record.id, exc)
+        await self._give_back(record, why)
+
+
+def _sent(record: AnswerRecord) -> int:
+    with contextlib.suppress(ValueError):
+        return int(record.meta.get(PUSH_SENT, "0"))
+    return 0
