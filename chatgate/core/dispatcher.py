@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatgate.core.jobs import IMAGES_META, AnswerJobs
+from chatgate.core.logcontext import log_scope
 from chatgate.core.messages import Inbound
 from chatgate.core.router import UNHANDLED, Ask, Fetch, Reply, Router, Silent
+from chatgate.core.telemetry import LOST_RECORD_MISSING, NO_TELEMETRY, Telemetry
 from chatgate.errors import StoreError
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
 
@@ -57,23 +59,36 @@ class Dispatcher:
         *,
         answer_ttl: float,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
         self._router = router
         self._jobs = jobs
         self._ttl = answer_ttl
         self._clock = clock
+        self._telemetry = telemetry
 
     async def accept(self, inbound: Inbound) -> Ticket:
+        # Log lines from here on, and from the answer job started here, name the message.
+        with log_scope(
+            channel=inbound.channel,
+            message_id=inbound.dedup_key,
+            conversation=str(inbound.conversation),
+        ):
+            return await self._accept(inbound)
+
+    async def _accept(self, inbound: Inbound) -> Ticket:
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
         attempt = await self._store.incr(tries_key(claim), self._ttl)
+        self._telemetry.try_seen(inbound.channel, attempt)
         answer_id = uuid.uuid4().hex
         earlier = await self._store.claim_message(claim, answer_id, self._ttl)
         if earlier is not None:
-            record = await self._claimed_record(earlier)
+            record = await self._claimed_record(earlier, claim, inbound.channel)
             log.info("%s try %d joins answer %s", inbound.dedup_key, attempt, record.id)
             return Ticket(record, first=False, attempt=attempt)
+        self._telemetry.message_received(inbound.channel, inbound.kind)
         record = await self._route(inbound, answer_id)
         log.info(
             "%s claimed by answer %s (%s) for %s",
@@ -84,7 +99,7 @@ class Dispatcher:
         )
         return Ticket(record, first=True, attempt=attempt)
 
-    async def _claimed_record(self, answer_id: str) -> AnswerRecord:
+    async def _claimed_record(self, answer_id: str, claim: str, channel: str) -> AnswerRecord:
         # The claim and the record are two writes; a concurrent try may see the claim first.
         deadline = self._clock() + _RECORD_WAIT
         while True:
@@ -92,6 +107,9 @@ class Dispatcher:
             if record is not None:
                 return record
             if self._clock() >= deadline:
+                # Every later try fails the same way: count the message lost once, anywhere.
+                if await self._store.claim_message(f"lost:{claim}", answer_id, self._ttl) is None:
+                    self._telemetry.answer_lost(channel, LOST_RECORD_MISSING)
                 raise StoreError(f"claimed answer {answer_id} has no record")
             await asyncio.sleep(0.02)
 

@@ -17,6 +17,7 @@ from chatgate.core.conversations import Conversations
 from chatgate.core.conversations import provider_state_key as provider_state_key  # re-exported
 from chatgate.core.fairness import FairLimiter
 from chatgate.core.locks import KeyedLocks
+from chatgate.core.logcontext import answer_scope, log_scope
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.errors import ProviderError
 from chatgate.providers.base import ChatMessage, ChatRequest, Provider
@@ -113,12 +114,19 @@ class AnswerJobs:
         if answer.id in self._running:
             return
         try:
-            task = self._supervisor.spawn(self._run(answer), name=f"answer:{answer.id}")
+            # The task copies the context: its log lines name the message, recovered or not.
+            with log_scope(**answer_scope(answer.conversation, answer.dedup_key, answer.id)):
+                task = self._supervisor.spawn(self._run(answer), name=f"answer:{answer.id}")
         except SupervisorClosed:
             log.info("answer %s left queued: shutting down; it runs on next start", answer.id)
             return
         self._running[answer.id] = task
         task.add_done_callback(lambda _: self._running.pop(answer.id, None))
+
+    @property
+    def active(self) -> int:
+        """Jobs of this process not finished yet: waiting their turn or calling the model."""
+        return len(self._running)
 
     async def recover(self) -> int:
         """Start every job a previous process left unfinished; returns how many."""

@@ -54,6 +54,20 @@ class TaskSupervisor:
         if exc is not None:
             log.error("task %s failed", task.get_name(), exc_info=exc)
 
+    async def wait_idle(self, within: float) -> bool:
+        """Wait until no task is left (tasks spawned meanwhile too), at most ``within`` s.
+
+        Unlike ``drain`` this refuses nothing and cancels nothing. Returns whether idle.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=left)
+        return True
+
     async def drain(self, grace: float) -> int:
         """Refuse new tasks, wait ``grace`` seconds for running ones, cancel the rest.
 
