@@ -12,6 +12,7 @@ import httpx
 from starlette.routing import BaseRoute
 
 from chatgate.app.wechat_push import push_window
+from chatgate.app.features import build_features
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
 from chatgate.channels.wechat_mp.window import PassiveWindow, WindowStrategy
@@ -114,6 +115,18 @@ def build_services(
         max_turns=settings.context_max_turns,
         max_tokens=settings.context_max_tokens,
     )
+    links = Links(store, settings.public_url, ttl=settings.answer_ttl, clock=clock)
+    if not links.enabled:
+        log.warning("CHATGATE_PUBLIC_URL is not set: replies carry no page links")
+    features = build_features(
+        settings,
+        store=store,
+        texts=texts,
+        conversations=conversations,
+        history_link=links.history_link,
+        forget=[links.revoke_history],
+        clock=clock,
+    )
     jobs = AnswerJobs(
         store,
         provider,
@@ -124,15 +137,14 @@ def build_services(
         clock=clock,
         limiter=FairLimiter(settings.llm_concurrency),
         cache=make_cache(settings, store),
+        text_filter=features.answer_filter,
     )
     root = Router("root")
     if router is not None:
         root.include(router)
+    features.install(root)  # commands, sessions, rules, events, media, moderation, limits
     root.include(default_router(texts))
     dispatcher = Dispatcher(store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock)
-    links = Links(store, settings.public_url, ttl=settings.answer_ttl, clock=clock)
-    if not links.enabled:
-        log.warning("CHATGATE_PUBLIC_URL is not set: replies carry no page links")
     services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts, links)
     services.routes.extend(Pages(store, links, clock=clock).routes())
     if settings.wechat_enabled:
