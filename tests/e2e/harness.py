@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +53,12 @@ class Gateway:
 
 
 @asynccontextmanager
-async def gateway_in_process(llm_url: str, **overrides: Any) -> AsyncIterator[Gateway]:
+async def gateway_in_process(
+    llm_url: str, *, clock: Callable[[], float] | None = None, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    """The app on a loopback port; ``clock`` replaces the gateway's clock (a test moving time)."""
     settings = load_settings(environ={}, **gateway_settings(llm_url, **overrides))
-    app = build_app(settings)
+    app = build_app(settings) if clock is None else build_app(settings, clock=clock)
     async with LoopbackServer(app) as server:
         yield Gateway(server.url, settings, app.state.services)
 
