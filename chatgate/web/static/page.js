@@ -7,6 +7,7 @@
   var POLL_MS = 2000;
   var POLL_RETRY_MS = 4000;
   var MAX_STREAM_ERRORS = 3;
+  var QUIET_SECONDS = 300;
 
   function fill(template, values) {
     return template.replace(/\{(\w+)\}/g, function (all, key) {
@@ -35,6 +36,7 @@
     var ticker = null;
     var source = null;
     var errors = 0;
+    var received = false;
     var polling = false;
 
     function showElapsed() {
@@ -120,16 +122,19 @@
       source = new EventSource(root.dataset.events);
       source.onmessage = function (event) {
         errors = 0;
+        received = true;
         apply(JSON.parse(event.data));
       };
       source.onerror = function () {
-        // The server ends each stream after a while and the browser reconnects by itself;
-        // only repeated failures, or a refusal (404: gone), mean the stream cannot work here.
+        // The server ends each stream after a while and the browser reconnects by itself.
+        // A stream that never delivered anything (blocked, buffered by a proxy), a refusal
+        // (404: gone) or repeated failures mean it cannot work here: poll instead.
         errors += 1;
         if (finished || polling) {
           return;
         }
-        if (source.readyState === EventSource.CLOSED || errors >= MAX_STREAM_ERRORS) {
+        var refused = source.readyState === EventSource.CLOSED;
+        if (refused || !received || errors >= MAX_STREAM_ERRORS) {
           source.close();
           source = null;
           poll();
@@ -150,11 +155,21 @@
   }
 
   function localTimes() {
+    // In the reader's own time zone; like a chat app, only when 5 minutes have passed.
     var times = document.querySelectorAll("time[data-epoch]");
     var format = { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" };
+    var shown = null;
     for (var i = 0; i < times.length; i += 1) {
-      var at = new Date(parseFloat(times[i].dataset.epoch) * 1000);
-      times[i].textContent = at.toLocaleString(document.documentElement.lang, format);
+      var epoch = parseFloat(times[i].dataset.epoch);
+      if (shown !== null && epoch - shown < QUIET_SECONDS) {
+        times[i].hidden = true;
+        continue;
+      }
+      shown = epoch;
+      times[i].textContent = new Date(epoch * 1000).toLocaleString(
+        document.documentElement.lang,
+        format
+      );
     }
   }
 
