@@ -5,28 +5,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatgate.app.lifecycle import DrainGate, Lifecycle
+from chatgate.app.metrics import PrometheusTelemetry, metrics_route
 from chatgate.app.wiring import Services, build_services
 from chatgate.config import Settings
+from chatgate.core.telemetry import LOST_EXPIRED_UNFINISHED, channel_of
 from chatgate.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY = 600.0
-SHUTDOWN_GRACE = 10.0
+
+
+async def _count_lost_before_purge(services: Services) -> None:
+    """Unfinished answers past their expiry are about to be purged: no one can get them now."""
+    now = time.time()
+    for answer in await services.store.unfinished_answers():
+        if answer.expires_at is not None and answer.expires_at <= now:
+            log.error("answer %s expired before it finished: lost", answer.id)
+            services.telemetry.answer_lost(channel_of(answer.conversation), LOST_EXPIRED_UNFINISHED)
+
+
+def webhook_paths(settings: Settings) -> dict[str, str]:
+    """The webhook paths that take user messages, and their channels."""
+    paths = {}
+    if settings.wechat_enabled:
+        paths[settings.wechat_path] = "wechat_mp"
+    if settings.dingtalk_enabled and settings.dingtalk_mode == "http":
+        paths[settings.dingtalk_path] = "dingtalk"
+    return paths
 
 
 async def _purge_forever(services: Services) -> None:
     while True:
         await asyncio.sleep(PURGE_EVERY)
         try:
+            await _count_lost_before_purge(services)
             removed = await services.store.purge_expired()
         except StoreError:
             log.exception("purging expired records failed; will retry")
@@ -38,13 +62,30 @@ async def _purge_forever(services: Services) -> None:
 def build_app(settings: Settings, **overrides: Any) -> Starlette:
     """The gateway as an ASGI app. ``overrides`` replace services (store, provider, …) in tests."""
     services = build_services(settings, **overrides)
+    lifecycle = Lifecycle(settings.shutdown_grace)
 
     async def healthz(request: Request) -> Response:
+        # Liveness only: a store outage is for /readyz; restarting the process would not help.
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if lifecycle.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         try:
             await services.store.ping()
         except StoreError as exc:
             return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ready"})
+
+    routes: list[Any] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    telemetry = services.telemetry
+    if isinstance(telemetry, PrometheusTelemetry):
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        routes.append(metrics_route(telemetry, token))
+        lifecycle.on_drain(lambda: telemetry.draining.set(1))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,7 +105,8 @@ def build_app(settings: Settings, **overrides: Any) -> Starlette:
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            cancelled = await services.supervisor.drain(SHUTDOWN_GRACE)
+            # What is left of CHATGATE_SHUTDOWN_GRACE if SIGTERM started a drain, else all of it.
+            cancelled = await services.supervisor.drain(lifecycle.remaining())
             if cancelled:
                 log.warning(
                     "%d answers still running at shutdown; they resume on next start", cancelled
@@ -75,8 +117,17 @@ def build_app(settings: Settings, **overrides: Any) -> Starlette:
             await services.store.close()
 
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), *services.routes],
+        routes=[*routes, *services.routes],
+        middleware=[
+            Middleware(
+                DrainGate,
+                lifecycle=lifecycle,
+                webhooks=webhook_paths(settings),
+                telemetry=services.telemetry,
+            )
+        ],
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.lifecycle = lifecycle
     return app

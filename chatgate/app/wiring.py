@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from starlette.routing import BaseRoute
 
+from chatgate.app.metrics import PrometheusTelemetry
 from chatgate.app.wechat_push import push_window
 from chatgate.app.features import build_features
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
@@ -28,6 +29,7 @@ from chatgate.core.plaintext import markdown_to_text
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
 from chatgate.core.tasks import TaskSupervisor
+from chatgate.core.telemetry import NO_TELEMETRY, MeteredProvider, Telemetry
 from chatgate.core.texts import Texts
 from chatgate.providers.base import Provider
 from chatgate.providers.dify import DifyProvider
@@ -75,6 +77,12 @@ def make_cache(settings: Settings, store: Store) -> AnswerCache | None:
     return AnswerCache(store, ttl=settings.cache_ttl, scope=namespace(*parts))
 
 
+def enabled_channels(settings: Settings) -> list[str]:
+    """The channels these settings turn on, by the name they report under."""
+    on = (("wechat_mp", settings.wechat_enabled), ("dingtalk", settings.dingtalk_enabled))
+    return [name for name, enabled in on if enabled]
+
+
 @dataclass
 class Services:
     """Everything one gateway process runs, built from settings."""
@@ -87,6 +95,8 @@ class Services:
     dispatcher: Dispatcher
     texts: Texts
     links: Links
+    # What the gateway counts (Prometheus at /metrics unless a test passes its own).
+    telemetry: Telemetry = NO_TELEMETRY
     routes: list[BaseRoute] = field(default_factory=list)
     # Run once the store is open, in order (e.g. resuming deliveries a crash interrupted).
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -104,9 +114,13 @@ def build_services(
     provider: Provider | None = None,
     router: Router | None = None,
     clock: Callable[[], float] = time.time,
+    telemetry: Telemetry | None = None,
 ) -> Services:
     store = store or open_store(settings.store)
-    provider = provider or make_provider(settings)
+    if telemetry is None:
+        telemetry = PrometheusTelemetry(enabled_channels(settings), tries=settings.wechat_tries)
+    metered = MeteredProvider(provider or make_provider(settings), telemetry)
+    provider = metered
     texts = Texts()
     supervisor = TaskSupervisor(settings.max_jobs)
     conversations = Conversations(
@@ -144,8 +158,14 @@ def build_services(
         root.include(router)
     features.install(root)  # commands, sessions, rules, events, media, moderation, limits
     root.include(default_router(texts))
-    dispatcher = Dispatcher(store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock)
+    dispatcher = Dispatcher(
+        store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock, telemetry=telemetry
+    )
     services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts, links)
+    services.telemetry = telemetry
+    telemetry.track_jobs(
+        queued=lambda: jobs.active - metered.in_flight, running=lambda: metered.in_flight
+    )
     services.routes.extend(Pages(store, links, clock=clock).routes())
     if settings.wechat_enabled:
         services.routes.extend(_wechat_routes(settings, services, clock))

@@ -89,6 +89,8 @@ class Dispatcher:
             log.info("%s try %d joins answer %s", inbound.dedup_key, attempt, record.id)
             return Ticket(record, first=False, attempt=attempt)
         self._telemetry.message_received(inbound.channel, inbound.kind)
+        # Message text is the user's private data: only at debug level, never at info.
+        log.debug("%s %s: %r", inbound.dedup_key, inbound.kind, inbound.text)
         record = await self._route(inbound, answer_id)
         log.info(
             "%s claimed by answer %s (%s) for %s",

@@ -1,0 +1,93 @@
+"""``chatgate serve``: uvicorn, with SIGTERM turned into a drain before the exit.
+
+uvicorn's own SIGTERM handling stops listening at once and then waits for open connections;
+new webhooks would meet a closed port. Here the first SIGTERM (or Ctrl+C) only starts the
+drain (``Lifecycle``): the port stays open and answers webhooks with 503 + Retry-After, the
+running answer jobs get ``CHATGATE_SHUTDOWN_GRACE`` seconds to finish, then uvicorn is asked
+to exit — it closes the port, lets requests in flight end (within what is left of the grace),
+and the lifespan cancels any job still running, which the next start resumes. A second
+signal skips the wait; a third forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import socket
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from chatgate.app.lifecycle import Lifecycle
+from chatgate.core.tasks import TaskSupervisor
+
+log = logging.getLogger(__name__)
+
+# uvicorn waits at least this long for requests in flight after the drain, even when the
+# grace is used up: a try holding for its answer gets to write it.
+MIN_REQUEST_GRACE = 1
+
+
+class GatewayServer(uvicorn.Server):
+    """A uvicorn server whose first exit signal drains the gateway before stopping."""
+
+    def __init__(
+        self, config: uvicorn.Config, lifecycle: Lifecycle, supervisor: TaskSupervisor
+    ) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._supervisor = supervisor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or not self.started or self._lifecycle.draining:
+            # Still starting, or a second signal: uvicorn's own behaviour (exit now, then force).
+            super().handle_exit(sig, frame)
+            return
+        log.info("%s received: draining", signal.Signals(sig).name)
+        # A signal handler runs between two bytecodes of the loop's thread: schedule, don't act.
+        self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        if self._lifecycle.draining:
+            return
+        self._lifecycle.begin_drain()
+        self._drain_task = asyncio.create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
+        idle = await self._supervisor.wait_idle(self._lifecycle.remaining())
+        if idle:
+            log.info("all answers finished; stopping")
+        else:
+            log.warning(
+                "grace period over with %d answers still running; they resume on next start",
+                self._supervisor.active,
+            )
+        self.config.timeout_graceful_shutdown = max(
+            MIN_REQUEST_GRACE, math.ceil(self._lifecycle.remaining())
+        )
+        self.should_exit = True
+
+
+def serve(app: Starlette, *, host: str, port: int, access_log: bool = False) -> None:
+    """Run ``app`` (from ``build_app``) until SIGTERM or Ctrl+C, draining on the way out."""
+    lifecycle: Lifecycle = app.state.lifecycle
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,  # our handler on the root logger formats uvicorn's lines too
+        access_log=access_log,
+        timeout_graceful_shutdown=max(MIN_REQUEST_GRACE, math.ceil(lifecycle.grace)),
+    )
+    server = GatewayServer(config, lifecycle, app.state.services.supervisor)
+    server.run()
