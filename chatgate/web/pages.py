@@ -194,6 +194,9 @@ class Pages:
         record = await self._answer(request)
         if record is None:
             return not_found()
+        if request.method == "HEAD":
+            # A stream would run for its whole lifetime with nobody to read it.
+            return Response(media_type="text/event-stream")
         stream = self.live.events(record.id, lambda r: self.view(r).as_json())
         # X-Accel-Buffering: a buffering proxy (nginx) would hold events back until the end.
         return StreamingResponse(

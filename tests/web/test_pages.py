@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -181,6 +182,14 @@ async def test_event_feed_of_a_finished_answer_is_one_event(site: Site) -> None:
     assert response.headers["cache-control"] == "no-store"
     frames = [f for f in response.text.split("\n\n") if f.startswith("data: ")]
     assert [json.loads(f.removeprefix("data: "))["html"] for f in frames] == ["<p>完</p>\n"]
+
+
+async def test_head_of_the_event_feed_answers_at_once(site: Site) -> None:
+    record = await site.answer()  # running: a GET would stream for its whole lifetime
+    async with asyncio.timeout(5):
+        response = await site.client.head(f"/a/{record.page_token}/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
 
 
 async def test_unknown_malformed_and_expired_tokens_get_identical_404s(site: Site) -> None:

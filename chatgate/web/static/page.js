@@ -147,7 +147,7 @@
       return;
     }
     ticker = setInterval(showElapsed, 1000);
-    if (typeof window.EventSource === "function") {
+    if (window.EventSource) {
       stream();
     } else {
       poll();
