@@ -117,3 +117,55 @@ def test_loading_with_an_explicit_environ_leaves_the_process_environment_alone(
     assert load_settings(environ={}).port == 8000
     assert os.environ["CHATGATE_PORT"] == "1234"
     assert load_settings().port == 1234
+
+
+def test_conversation_feature_defaults() -> None:
+    s = load_settings(environ={})
+    assert (s.command_prefix, s.session_mode, s.session_ttl) == ("/", "always", 300.0)
+    assert s.welcome_text is None and s.rules_file is None and s.blocklist_file is None
+    assert not s.llm_vision and s.rate_limit == "" and s.rate_limits == ()
+
+
+def test_rate_limit_is_parsed_shortest_window_first() -> None:
+    s = load_settings(environ={"CHATGATE_RATE_LIMIT": "200/day, 20/min,5/10 min，1000/7d"})
+    assert s.rate_limits == ((20, 60.0), (5, 600.0), (200, 86400.0), (1000, 604800.0))
+    assert load_settings(environ={"CHATGATE_RATE_LIMIT": "3/小时"}).rate_limits == ((3, 3600.0),)
+
+
+@pytest.mark.parametrize("value", ["20/fortnight", "0/min", "20", "min/20", "20/min,,x"])
+def test_a_bad_rate_limit_names_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match="CHATGATE_RATE_LIMIT"):
+        load_settings(environ={"CHATGATE_RATE_LIMIT": value})
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "/ ", "////", "1"])
+def test_a_command_prefix_must_be_short_punctuation(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="CHATGATE_COMMAND_PREFIX"):
+        load_settings(environ={"CHATGATE_COMMAND_PREFIX": prefix})
+
+
+def test_rules_and_blocklist_files_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CHATGATE_RULES_FILE"):
+        load_settings(environ={"CHATGATE_RULES_FILE": str(tmp_path / "missing.toml")})
+    with pytest.raises(ConfigError, match="CHATGATE_BLOCKLIST_FILE"):
+        load_settings(environ={"CHATGATE_BLOCKLIST_FILE": str(tmp_path)})  # a directory
+    rules = tmp_path / "rules.toml"
+    rules.write_text("", encoding="utf-8")
+    assert load_settings(environ={"CHATGATE_RULES_FILE": str(rules)}).rules_file == rules
+    assert load_settings(environ={"CHATGATE_RULES_FILE": ""}).rules_file is None
+
+
+def test_feature_settings_from_toml_sections(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[session]\nmode = "command"\nttl = 600\n[llm]\nvision = true\n[command]\nprefix = "#"\n',
+    )
+    s = load_settings(path, environ={})
+    assert (s.session_mode, s.session_ttl, s.llm_vision, s.command_prefix) == (
+        "command",
+        600.0,
+        True,
+        "#",
+    )
+    with pytest.raises(ConfigError, match="CHATGATE_SESSION_MODE"):
+        load_settings(environ={"CHATGATE_SESSION_MODE": "sometimes"})
