@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -28,6 +29,28 @@ _IGNORED_ENV_PREFIXES = ("CHATGATE_TEST_",)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+
+REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a ``redis://[:PASSWORD@]HOST[:PORT][/DB]`` URL, or ``None``.
+
+    The message never repeats the URL: it may hold a password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "a Redis URL starts with redis:// or rediss://"
+    if not parts.hostname:
+        return "a Redis URL names a host: redis://HOST:PORT/DB"
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return "the Redis port must be a number from 0 to 65535"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "the Redis database after the host must be a number: redis://HOST:PORT/0"
+    return None
 
 
 class Settings(BaseSettings):
@@ -45,6 +68,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     public_url: str | None = None
     store: str = "sqlite:///chatgate.db"
+    # Redis deployments: every key under this prefix; a dead worker's job is taken over
+    # by another after this many seconds without a sign of life.
+    redis_prefix: str = Field("chatgate:", min_length=1, max_length=64, pattern=r"^\S+$")
+    job_claim_after: float = Field(60.0, ge=1, le=3600)
     answer_ttl: float = Field(86400.0, gt=0)
     max_jobs: int = Field(64, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -141,7 +168,12 @@ class Settings(BaseSettings):
     def _store_url_known(cls, value: str) -> str:
         if value == "memory://" or value.startswith("sqlite:///"):
             return value
-        raise ValueError("must be memory:// or sqlite:///PATH")
+        if value.startswith(REDIS_SCHEMES):
+            problem = redis_url_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+            return value
+        raise ValueError("must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
 
     @field_validator("wechat_aes_key")
     @classmethod
