@@ -40,6 +40,12 @@ class ChangeFeed:
         for event in self._listeners.get(key, ()):
             event.set()
 
+    def notify_all(self) -> None:
+        """Wake every listener: changes may have been missed (a lost connection, say)."""
+        for events in self._listeners.values():
+            for event in events:
+                event.set()
+
     def __len__(self) -> int:
         """How many keys have listeners right now."""
         return len(self._listeners)
