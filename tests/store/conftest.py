@@ -16,11 +16,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def _make(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Backend:
+    redis = None
+    if request.param == "redis":
+        # Asked for only here, so runs without the Redis backend never start a server.
+        redis = (request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    return make_backend(request.param, clock, tmp_path, redis=redis)
+
+
 @pytest.fixture(params=BACKENDS)
 async def backend(
     request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[Backend]:
-    made = make_backend(request.param, clock, tmp_path)
+    made = _make(request, clock, tmp_path)
     yield made
     await made.close_all()
 
@@ -29,7 +37,7 @@ async def backend(
 async def shared_backend(
     request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[Backend]:
-    made = make_backend(request.param, clock, tmp_path)
+    made = _make(request, clock, tmp_path)
     yield made
     await made.close_all()
 

@@ -1,7 +1,9 @@
 """Backends under test and the helpers the store tests share.
 
-To add a backend (Redis, say), add its name to ``BACKENDS`` (and to ``SHARED_BACKENDS`` if
-two store objects see the same data, as two processes would) and build it in ``make_backend``.
+To add a backend, add its name to ``BACKENDS`` (and to ``SHARED_BACKENDS`` if two store
+objects see the same data, as two processes would) and build it in ``make_backend``. The
+Redis backend runs against the session's Redis (``tests/redis_server.py``), each test under
+a key prefix of its own.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store, Turn
 from chatgate.store.memory import MemoryStore
+from chatgate.store.redis import RedisStore
 from chatgate.store.sqlite import SqliteStore
 
-BACKENDS = ["memory", "sqlite"]
-SHARED_BACKENDS = ["sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
+SHARED_BACKENDS = ["sqlite", "redis"]
 
 # Short, so tests that depend on polling (expiry, other processes) stay quick.
 POLL = 0.02
@@ -63,7 +66,10 @@ class Backend:
             await store.close()
 
 
-def make_backend(name: str, clock: FakeClock, tmp_path: Path) -> Backend:
+def make_backend(
+    name: str, clock: FakeClock, tmp_path: Path, *, redis: tuple[str, str] | None = None
+) -> Backend:
+    """``redis`` is (URL, key prefix) for the Redis backend."""
     if name == "memory":
         # One object: its data lives exactly as long as the object does.
         memory = MemoryStore(clock=clock, poll_interval=POLL)
@@ -71,6 +77,12 @@ def make_backend(name: str, clock: FakeClock, tmp_path: Path) -> Backend:
     if name == "sqlite":
         path = str(tmp_path / "chatgate.db")
         return Backend(name, clock, lambda: SqliteStore(path, clock=clock, poll_interval=POLL))
+    if name == "redis":
+        assert redis is not None, "the redis backend needs the redis_url fixture"
+        url, prefix = redis
+        return Backend(
+            name, clock, lambda: RedisStore(url, prefix=prefix, clock=clock, poll_interval=POLL)
+        )
     raise AssertionError(f"unknown backend {name}")
 
 
