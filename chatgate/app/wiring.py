@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from chatgate.app.metrics import PrometheusTelemetry
 from chatgate.app.wechat_push import push_window
 from chatgate.app.features import build_features
+from chatgate.channels.dingtalk.channel import DingTalkChannel
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
 from chatgate.channels.wechat_mp.window import PassiveWindow, WindowStrategy
@@ -25,6 +26,7 @@ from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.fairness import FairLimiter
 from chatgate.core.jobs import AnswerJobs
 from chatgate.core.links import Links
+from chatgate.core.outbox import Outbox
 from chatgate.core.plaintext import markdown_to_text
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
@@ -105,6 +107,8 @@ class Services:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Run at shutdown after jobs are drained, before the provider and store close.
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Channels that can speak first (to a user or a group, without a message to answer).
+    outbox: Outbox = field(default_factory=Outbox)
 
 
 def build_services(
@@ -171,6 +175,8 @@ def build_services(
         services.routes.extend(_wechat_routes(settings, services, clock))
     else:
         log.warning("CHATGATE_WECHAT_TOKEN is not set: the WeChat webhook is off")
+    if settings.dingtalk_enabled:
+        _install_dingtalk(settings, services, clock)
     return services
 
 
@@ -212,3 +218,20 @@ def _wechat_routes(
         clock=clock,
     )
     return list(endpoint.routes(settings.wechat_path))
+
+
+def _install_dingtalk(settings: Settings, services: Services, clock: Callable[[], float]) -> None:
+    channel = DingTalkChannel(
+        settings,
+        store=services.store,
+        dispatcher=services.dispatcher,
+        supervisor=services.supervisor,
+        texts=services.texts,
+        clock=clock,
+    )
+    services.routes.extend(channel.routes())
+    services.background.extend(channel.background())
+    services.on_startup.append(channel.resume)
+    services.on_shutdown.append(channel.aclose)
+    services.outbox.register(channel.sender)
+    log.info("dingtalk robot on, %s mode", settings.dingtalk_mode)

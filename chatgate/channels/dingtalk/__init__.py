@@ -1,0 +1,1 @@
+"""DingTalk (钉钉) robot: Stream and HTTP callback modes, webhook and OpenAPI replies, AI cards."""

@@ -1,0 +1,89 @@
+"""HTTP callback mode: ``POST /dingtalk``, signed with ``timestamp``/``sign`` headers.
+
+The signature and the timestamp's skew are checked before anything else (403 otherwise); the
+body is read up to a size limit (413) and must be a robot message (400). The message is
+accepted and the request answered 200 at once: the answer goes out later through the
+sessionWebhook or the OpenAPI (what an app robot's HTTP response carries is unconfirmed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatgate.channels.dingtalk.receiver import Receiver
+from chatgate.channels.dingtalk.sign import verify_callback
+from chatgate.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+# Shows nothing in the chat, should DingTalk relay the response body (custom robots do).
+EMPTY_REPLY = {"msgtype": "empty"}
+
+
+class PayloadTooLarge(BadRequest):
+    status_code = 413
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class DingTalkEndpoint:
+    """Verifies, parses and accepts each callback."""
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        receiver: Receiver,
+        max_body: int = MAX_BODY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = secret
+        self._receiver = receiver
+        self._max_body = max_body
+        self._clock = clock
+
+    def routes(self, path: str) -> list[Route]:
+        return [Route(path, self.receive, methods=["POST"])]
+
+    async def receive(self, request: Request) -> Response:
+        try:
+            verify_callback(
+                request.headers.get("timestamp", ""),
+                request.headers.get("sign", ""),
+                self._secret,
+                now=self._clock(),
+            )
+            body = await read_body(request, self._max_body)
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise BadRequest("the body is not JSON") from None
+            if not isinstance(data, dict):
+                raise BadRequest("the body is not a JSON object")
+            outcome = await self._receiver.receive(data)
+        except BadRequest as exc:
+            log.warning("dingtalk POST refused (%d): %s", exc.status_code, exc)
+            return JSONResponse({"error": type(exc).__name__}, status_code=exc.status_code)
+        log.debug("dingtalk callback %s", outcome)
+        return JSONResponse(EMPTY_REPLY)
