@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import SecretStr
+
 from chatgate import __version__
 from chatgate.config import Settings, load_settings
 from chatgate.errors import ConfigError
@@ -19,6 +21,12 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Every secret setting's value, for the log formatter to mask."""
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="a TOML settings file")
     serve.add_argument("--host", help="address to bind (CHATGATE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (CHATGATE_PORT, default 8000)")
+
+    check = commands.add_parser(
+        "check",
+        help="validate the settings and show what WeChat's console needs, without serving",
+        description=(
+            "Load the settings as serve would, build the app without starting it, and say what "
+            "to enter in WeChat's console (URL, Token, EncodingAESKey, encryption mode, IP "
+            "whitelist) and which delivery mode will run. Exits 1 if anything would fail."
+        ),
+    )
+    check.add_argument("--config", metavar="FILE", help="a TOML settings file")
 
     commands.add_parser(
         "demo",
@@ -63,18 +82,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from chatgate.app.asgi import build_app
+    from chatgate.app.logs import configure_logging
+    from chatgate.app.server import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings: Settings = load_settings(args.config, **overrides)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, _secrets(settings))
     app = build_app(settings)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
-    )
+    serve(app, host=settings.host, port=settings.port, access_log=settings.log_level == "debug")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from chatgate.app.check import check
+
+    report = check(args.config)
+    print(report.render(), end="")
+    return 0 if report.ok else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -103,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "demo":
             return _demo(args)
         return _simulate(args)
