@@ -207,10 +207,10 @@ class WeChatAPI:
             "POST", path, params={"access_token": token}, payload=payload, attempts=attempts
         )
 
-    async def send_text(self, openid: str, content: str) -> None:
-        """A customer-service text message to ``openid``."""
+    async def send_text(self, openid: str, content: str, *, attempts: int | None = None) -> None:
+        """A customer-service text message to ``openid``; ``attempts`` as for ``request``."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}
-        await self.call(SEND_PATH, payload)
+        await self.call(SEND_PATH, payload, attempts=attempts)
 
     async def typing(self, openid: str, command: str = "Typing") -> None:
         """Show (``Typing``) or hide (``CancelTyping``) the typing indicator; tried once."""

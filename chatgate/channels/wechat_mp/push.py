@@ -25,11 +25,11 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chatgate.channels.wechat_mp.api import WeChatAPI
+from chatgate.channels.wechat_mp.api import SEND_PATH, RetryPolicy, WeChatAPI
 from chatgate.channels.wechat_mp.errcodes import ErrorKind, WeChatAPIError
 from chatgate.channels.wechat_mp.inbound import CHANNEL
 from chatgate.channels.wechat_mp.typing import TypingIndicator
@@ -57,10 +57,12 @@ DONE = "done"
 PENDING_KEY = "wechat_mp:pending-pushes"
 # How long an account that got 48001 is answered passively before push is tried again.
 FORBIDDEN_FOR = 24 * 3600.0
-# A push holds the answer's lock while it sends; the lock is not renewed, so the push gives
-# up (and gives the answer back) well before it would expire.
-PUSH_LOCK_TTL = 300.0
-PUSH_TIME_LIMIT = 240.0
+# Each part is sent under the answer's lock; the lock is not renewed, so the send gives up
+# (as a transient failure) well before the lock would expire.
+SEND_LOCK_TTL = 45.0
+SEND_TIME_LIMIT = 30.0
+# Transient failures (WeChat busy, 5xx, network) of one part: tries in all, and the waits.
+PUSH_RETRY = RetryPolicy(attempts=4, first_delay=1.0, max_delay=8.0)
 # 45002 (too long) halves the part size down to this; WeChat's real limit is not documented.
 MIN_PART_BYTES = 256
 
@@ -79,6 +81,7 @@ class Planned:
 
     text: str
     upto: int
+    last: bool = False  # it ends the answer
     capped: bool = False  # the last message allowed; the rest waits for 「1」
 
 
@@ -130,6 +133,8 @@ class Pusher:
         max_messages: int,
         answer_ttl: float,
         typing: TypingIndicator | None = None,
+        retry: RetryPolicy = PUSH_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -144,7 +149,10 @@ class Pusher:
         self._delivery = Delivery(store, surface, texts, answer_ttl=answer_ttl, clock=clock)
         self._pending = PendingPushes(store, answer_ttl)
         self._local = KeyedLocks()
+        self._retry = retry
+        self._sleep = sleep
         self._number_bytes = utf8_len(texts.part_number.format(index=99, total=99))
+        self._notice_bytes = utf8_len(texts.pending_notice)
 
     # -- entry points ---------------------------------------------------------------------
     async def forbidden(self, account: str) -> bool:
@@ -188,23 +196,34 @@ class Pusher:
             log.info("resuming %d pushes a previous run left unfinished", resumed)
 
     async def push(self, answer_id: str) -> None:
-        """Send what is left of a finished answer handed to push; safe to call many times."""
-        async with (
-            self._local.hold(answer_id),
-            self._store.lock(push_lock_name(answer_id), ttl=PUSH_LOCK_TTL),
-        ):
-            try:
-                async with asyncio.timeout(PUSH_TIME_LIMIT):
-                    await self._push_locked(answer_id)
-            except TimeoutError:
-                log.warning(
-                    "answer %s: pushing took over %.0fs; it waits for 「1」",
-                    answer_id,
-                    PUSH_TIME_LIMIT,
-                )
-                record = await self._store.get_answer(answer_id)
-                if record is not None:
-                    await self._give_back(record, "timeout")
+        """Send what is left of a finished answer handed to push; safe to call many times.
+
+        One part at a time, each under the store's lock for this answer (held only while the
+        part is sent, never during a backoff, so a crash blocks a restart's resume briefly).
+        """
+        async with self._local.hold(answer_id):
+            max_bytes = self._surface.max_bytes
+            failures = 0
+            while True:
+                step = await self._send_next(answer_id, max_bytes)
+                if step is None:
+                    return
+                if isinstance(step, int):  # a part went out
+                    failures = 0
+                    continue
+                exc, record = step
+                if exc.kind is ErrorKind.TOO_LONG and max_bytes // 2 >= MIN_PART_BYTES:
+                    max_bytes //= 2
+                    log.info("answer %s: %s; parts of %d bytes now", answer_id, exc, max_bytes)
+                    continue
+                failures += 1
+                if exc.kind is ErrorKind.TRANSIENT and failures < self._retry.attempts:
+                    delay = self._retry.delay(failures)
+                    log.info("answer %s: %s; trying again in %.1fs", answer_id, exc, delay)
+                    await self._sleep(delay)
+                    continue
+                await self._stopped(record, exc)
+                return
 
     # -- internals ------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -226,97 +245,86 @@ class Pusher:
                 ConversationKey.parse(current.conversation).user, answer.id, interacted
             )
 
-    async def _push_locked(self, answer_id: str) -> None:
-        record = await self._store.get_answer(answer_id)
-        if record is None or not record.finished or not handed_off(record):
-            return
-        if record.meta.get(PUSH_STATE) == DONE:
-            return
-        if self._typing is not None:
-            await self._typing.stop(answer_id)
-        key = ConversationKey.parse(record.conversation)
-        if await self.forbidden(key.account):
-            await self._give_back(record, "48001")
-            return
-        max_bytes = self._surface.max_bytes
-        while True:
+    async def _send_next(
+        self, answer_id: str, max_bytes: int
+    ) -> int | tuple[WeChatAPIError, AnswerRecord] | None:
+        """Send the next part: its end offset, the error that stopped it, or None when done."""
+        async with self._store.lock(push_lock_name(answer_id), ttl=SEND_LOCK_TTL):
+            # Re-read once the lock is held: another instance may have sent parts meanwhile.
+            record = await self._store.get_answer(answer_id)
+            if record is None or not record.finished or not handed_off(record):
+                return None
+            if record.meta.get(PUSH_STATE) == DONE:
+                return None
+            if self._typing is not None:
+                await self._typing.stop(answer_id)
+            key = ConversationKey.parse(record.conversation)
+            if await self.forbidden(key.account):
+                await self._give_back(record, "48001")
+                return None
             sent = _sent(record)
-            if record.delivered_upto >= len(record.text):
+            part = self._next_part(record, sent, max_bytes)
+            if part is None:  # nothing but whitespace is left
+                await self._store.mark_delivered(answer_id, len(record.text))
                 await self._finish(record)
-                return
+                return None
             if sent >= self._max_messages:
                 await self._give_back(record, "cap")
-                return
-            plan = await self._plan(record, sent, max_bytes)
-            if not plan:  # only whitespace is left
-                record = await self._store.mark_delivered(answer_id, len(record.text)) or record
-                continue
-            for part in plan:
-                try:
-                    await self._api.send_text(key.user, part.text)
-                except WeChatAPIError as exc:
-                    if exc.kind is ErrorKind.TOO_LONG and max_bytes // 2 >= MIN_PART_BYTES:
-                        max_bytes //= 2
-                        log.info("answer %s: %s; parts of %d bytes now", answer_id, exc, max_bytes)
-                        break
-                    await self._stopped(record, key.account, exc)
-                    return
-                delivered = await self._store.mark_delivered(answer_id, part.upto)
-                counted = await self._store.update_answer(
-                    answer_id, meta={PUSH_SENT: str(_sent(record) + 1)}
+                return None
+            text = part.text
+            if part.last:
+                text += await self._delivery.pending_notice(record)
+            try:
+                async with asyncio.timeout(SEND_TIME_LIMIT):
+                    await self._api.send_text(key.user, text, attempts=1)
+            except TimeoutError:
+                return WeChatAPIError(SEND_PATH, None, "timed out"), record
+            except WeChatAPIError as exc:
+                return exc, record
+            await self._store.mark_delivered(answer_id, part.upto)
+            counted = await self._store.update_answer(answer_id, meta={PUSH_SENT: str(sent + 1)})
+            if counted is None:  # deleted meanwhile (the user unsubscribed)
+                return None
+            if part.last:
+                await self._finish(counted)
+                return None
+            if part.capped:
+                log.info(
+                    "answer %s: %d messages pushed; the rest waits for 「1」", answer_id, sent + 1
                 )
-                if delivered is None or counted is None:  # deleted meanwhile (unsubscribed)
-                    return
-                record = counted
-                if part.capped:
-                    log.info(
-                        "answer %s: %d messages pushed; the rest waits for 「1」",
-                        answer_id,
-                        _sent(record),
-                    )
-                    await self._give_back(record, "cap")
-                    return
+                await self._give_back(counted, "cap")
+                return None
+            return part.upto
 
-    async def _plan(self, record: AnswerRecord, sent: int, max_bytes: int) -> list[Planned]:
-        """The messages that deliver the rest of ``record``, within the messages left."""
+    def _next_part(self, record: AnswerRecord, sent: int, max_bytes: int) -> Planned | None:
+        """The next message of ``record``, numbered when the answer takes several.
+
+        Room for the unread notice is always kept, so the cuts — and the numbering — do not
+        change from part to part as other answers come and go.
+        """
         start = record.delivered_upto
-        notice = await self._delivery.pending_notice(record)
-        budget = max_bytes - utf8_len(notice)
+        budget = max_bytes - self._notice_bytes
         if sent == 0:
             whole = cut_parts(record.text, replace(self._surface, max_bytes=budget), start)
             if len(whole) <= 1:
-                return [Planned(p.text + notice, p.upto) for p in whole]
+                return Planned(whole[0].text, whole[0].upto, last=True) if whole else None
         numbered = replace(self._surface, max_bytes=budget - self._number_bytes)
         parts = cut_parts(record.text, numbered, start)
         if not parts:
-            return []
+            return None
         total = sent + len(parts)
-        room = self._max_messages - sent
-        if len(parts) <= room:
-            last = len(parts) - 1
-            return [
-                Planned(
-                    self._number(sent + i + 1, total) + p.text + (notice if i == last else ""),
-                    p.upto,
-                )
-                for i, p in enumerate(parts)
-            ]
-        # More parts than messages allowed: the last one says how to read the rest.
-        kept = parts[: room - 1]
-        plan = [
-            Planned(self._number(sent + i + 1, total) + p.text, p.upto) for i, p in enumerate(kept)
-        ]
-        tail_start = kept[-1].upto if kept else start
-        tail_delivery = Delivery(
+        first = parts[0]
+        number = self._number(sent + 1, total)
+        if total <= self._max_messages or sent + 1 < self._max_messages:
+            return Planned(number + first.text, first.upto, last=len(parts) == 1)
+        # The last message allowed, with more to come: it says how to read the rest.
+        capped = Delivery(
             self._store,
             replace(self._surface, max_bytes=max_bytes),
             self._texts,
             answer_ttl=self._ttl,
-        )
-        number = self._number(sent + room, total)
-        tail = tail_delivery.part(record, tail_start, reserve=number)
-        plan.append(Planned(number + tail.text, tail.upto, capped=tail.more))
-        return plan
+        ).part(record, start, reserve=number + self._texts.pending_notice)
+        return Planned(number + capped.text, capped.upto, last=not capped.more, capped=capped.more)
 
     def _number(self, index: int, total: int) -> str:
         return self._texts.part_number.format(index=index, total=total)
@@ -333,8 +341,9 @@ class Pusher:
         )
         await self._pending.remove(record.id)
 
-    async def _stopped(self, record: AnswerRecord, account: str, exc: WeChatAPIError) -> None:
+    async def _stopped(self, record: AnswerRecord, exc: WeChatAPIError) -> None:
         why = str(exc.errcode) if exc.errcode is not None else exc.kind.value
+        account = ConversationKey.parse(record.conversation).account
         if exc.kind is ErrorKind.FORBIDDEN:
             already = await self.forbidden(account)
             await self._store.kv_set(forbidden_key(account), str(exc.errcode), ttl=FORBIDDEN_FOR)
