@@ -10,9 +10,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatgate.core.jobs import IMAGES_META, AnswerJobs
+from chatgate.core.jobs import IMAGES_META
 from chatgate.core.logcontext import log_scope
 from chatgate.core.messages import Inbound
+from chatgate.core.queue import JobQueue
 from chatgate.core.router import UNHANDLED, Ask, Fetch, Reply, Router, Silent
 from chatgate.core.telemetry import LOST_RECORD_MISSING, NO_TELEMETRY, Telemetry
 from chatgate.errors import StoreError
@@ -48,14 +49,15 @@ class Dispatcher:
     The first try claims the message's dedup key atomically in the store, asks the router
     what the message is, and writes the answer record (starting the answer job if the model
     must answer). Every later try — a platform retry, on any instance — finds the claim and
-    joins the same record, so one user message costs at most one model call.
+    joins the same record, so one user message costs at most one model call. The job goes
+    to ``jobs``: ``AnswerJobs`` runs it in this process, a shared queue on any worker.
     """
 
     def __init__(
         self,
         store: Store,
         router: Router,
-        jobs: AnswerJobs,
+        jobs: JobQueue,
         *,
         answer_ttl: float,
         clock: Callable[[], float] = time.time,
@@ -144,5 +146,5 @@ class Dispatcher:
                 record = base.with_changes(kind=AnswerKind.LLM, question=question, meta=meta)
         record = await self._store.create_answer(record)
         if record.kind is AnswerKind.LLM:
-            self._jobs.start(record)
+            await self._jobs.enqueue(record)
         return record

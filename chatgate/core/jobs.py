@@ -90,6 +90,7 @@ class AnswerJobs:
         self._text_filter = text_filter  # a fresh filter per answer (moderation's masking)
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._direct = 0  # jobs run by ``run`` in their callers' tasks
         self._finished_hooks: list[FinishedHook] = []
 
     def on_finished(self, hook: FinishedHook) -> None:
@@ -109,6 +110,27 @@ class AnswerJobs:
             except Exception:  # one broken listener must not fail the answer or the others
                 log.exception("answer %s: a finished-hook failed", record.id)
 
+    async def enqueue(self, answer: AnswerRecord) -> None:
+        """The in-process ``JobQueue``: start the job in this process."""
+        self.start(answer)
+
+    async def run(self, answer: AnswerRecord) -> AnswerRecord | None:
+        """Generate ``answer`` now, in the caller's task (a queue worker's); return it finished.
+
+        Waits for this process's earlier jobs of the conversation and for a slot, as ``start``
+        does. An answer finished already is returned as it is; ``None`` when it is gone.
+        """
+        self._direct += 1
+        try:
+            async with self._order.hold(answer.conversation), self._supervisor.slot():
+                current = await self._store.get_answer(answer.id)
+                if current is None or current.finished:
+                    return current
+                await self._generate(current)
+            return await self._store.get_answer(answer.id)
+        finally:
+            self._direct -= 1
+
     def start(self, answer: AnswerRecord) -> None:
         """Run the job for ``answer`` unless this process already runs it."""
         if answer.id in self._running:
@@ -126,7 +148,7 @@ class AnswerJobs:
     @property
     def active(self) -> int:
         """Jobs of this process not finished yet: waiting their turn or calling the model."""
-        return len(self._running)
+        return len(self._running) + self._direct
 
     async def recover(self) -> int:
         """Start every job a previous process left unfinished; returns how many."""
