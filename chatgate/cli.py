@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", metavar="FILE", help="a TOML settings file")
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="the whole loop offline: a simulated WeChat user, the gateway, a fake LLM",
         description=(
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
             "the conversation as the user sees it. Needs no network and no settings; "
             "ends by itself."
         ),
+    )
+    demo.add_argument(
+        "--channel",
+        choices=("wechat", "dingtalk"),
+        default="wechat",
+        help="the platform to simulate: a WeChat user (default) or DingTalk users and groups",
     )
 
     simulate = commands.add_parser(
@@ -106,6 +112,10 @@ def _demo(args: argparse.Namespace) -> int:
     from chatgate.demo import run_demo
 
     _configure_logging("warning")
+    if args.channel == "dingtalk":
+        from chatgate.demo_dingtalk import run_dingtalk_demo
+
+        return asyncio.run(run_dingtalk_demo())
     return asyncio.run(run_demo())
 
 
