@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from chatgate.core.conversations import Conversations
+from chatgate.core.conversations import provider_state_key
 from chatgate.sim.wechat import WeChatSim
 from tests.e2e.conftest import LLM
-from tests.e2e.harness import TOKEN, Gateway, GatewayProcess, gateway_in_process
+from tests.e2e.harness import TOKEN, GatewayProcess, gateway_in_process
 
 DIFY: dict[str, Any] = {"llm_provider": "dify", "llm_api_key": "app-sim-key"}
 CONVERSATION = "wechat_mp:gh_sim:u1"
@@ -21,13 +21,6 @@ CONVERSATION = "wechat_mp:gh_sim:u1"
 def dify_calls(llm: LLM) -> list[dict[str, Any]]:
     assert all(call.api == "dify" for call in llm.sim.calls)
     return [call.body for call in llm.sim.calls]
-
-
-async def reset_like_new(gw: Gateway, conversation: str) -> None:
-    """What /new does to a conversation: Conversations.reset on the gateway's store."""
-    await Conversations(gw.services.store, system_prompt="", max_turns=0, max_tokens=0).reset(
-        conversation
-    )
 
 
 async def test_dify_keeps_the_context_across_turns_and_gets_only_the_new_question(
@@ -58,16 +51,21 @@ async def test_each_user_has_a_dify_conversation_of_their_own(llm: LLM) -> None:
     assert len(llm.sim.dify.conversations) == 2
 
 
-async def test_the_reset_new_uses_starts_a_new_dify_conversation(llm: LLM) -> None:
+@pytest.mark.parametrize("command", ["/new", "清除"])
+async def test_new_starts_a_new_dify_conversation(llm: LLM, command: str) -> None:
     async with gateway_in_process(llm.url, **DIFY) as gw:
         sim = WeChatSim(gw.wechat_url, TOKEN)
         await sim.send_text("u1", "我叫小明")
-        await reset_like_new(gw, CONVERSATION)
+        reset = await sim.send_text("u1", command)
         after = await sim.send_text("u1", "我刚才说了什么？")
+        kept = await gw.services.store.kv_get(provider_state_key(CONVERSATION))
+    assert reset.text == gw.services.texts.context_reset
     assert after.text == "你之前没有说过别的话。"
     calls = dify_calls(llm)
+    assert [c["query"] for c in calls] == ["我叫小明", "我刚才说了什么？"]  # /new is no call
     assert "conversation_id" not in calls[1]
     assert len(llm.sim.dify.conversations) == 2
+    assert kept is not None and calls[1]["user"] == calls[0]["user"]
 
 
 async def test_a_conversation_dify_lost_is_started_afresh_with_one_answer(llm: LLM) -> None:
@@ -93,7 +91,7 @@ async def test_a_dify_error_reaches_the_user_as_the_apology(llm: LLM) -> None:
 
 
 @pytest.mark.slow
-async def test_dify_context_survives_a_gateway_restart_and_reset_starts_over(
+async def test_dify_context_survives_a_gateway_restart_and_new_starts_over(
     llm: LLM, tmp_path: Path
 ) -> None:
     store = f"sqlite:///{tmp_path / 'gw.db'}"
@@ -103,9 +101,17 @@ async def test_dify_context_survives_a_gateway_restart_and_reset_starts_over(
         assert await gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
         await gw.start()
         assert (await sim.send_text("u1", "我刚才说了什么？")).text == "你刚才说：我叫小明"
+        await sim.send_text("u1", "/new")
+        assert (await sim.send_text("u1", "我刚才说了什么？")).text == "你之前没有说过别的话。"
     calls = dify_calls(llm)
-    assert calls[1]["conversation_id"] == next(iter(llm.sim.dify.conversations))
-    assert len(llm.sim.dify.conversations) == 1
+    first_conversation = calls[1]["conversation_id"]
+    assert first_conversation in llm.sim.dify.conversations
+    assert llm.sim.dify.conversations[first_conversation].queries == [
+        "我叫小明",
+        "我刚才说了什么？",
+    ]
+    assert "conversation_id" not in calls[2]
+    assert len(llm.sim.dify.conversations) == 2
 
 
 async def test_dify_answers_are_streamed_into_the_store_while_they_run(llm: LLM) -> None:
