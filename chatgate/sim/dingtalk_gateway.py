@@ -70,6 +70,7 @@ class Push:
     acked: asyncio.Event = field(default_factory=asyncio.Event)  # with 200, in time
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # any ack, even late
     lost: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # acked in time, or lost
 
 
 class StreamGateway:
@@ -94,6 +95,7 @@ class StreamGateway:
         self.refused: list[str] = []  # why handshakes were refused
         self.subscriptions: list[list[dict[str, str]]] = []
         self.acks: list[Ack] = []
+        self.ack_received = asyncio.Event()  # set by every ack; clear it to wait for the next
         self.bad_acks: list[str] = []
         self.pushes: list[Push] = []
         self._push_of: dict[str, Push] = {}  # frame id → its push
@@ -193,6 +195,7 @@ class StreamGateway:
         waiter = self._waiters.pop(message_id, None)
         ack = Ack(message_id, code, time.monotonic(), waiter is None, data)
         self.acks.append(ack)
+        self.ack_received.set()
         push = self._push_of.get(message_id)
         if push is not None:
             push.answered.set()
@@ -224,6 +227,12 @@ class StreamGateway:
                 await self._changed.wait()
 
     async def _deliver(self, push: Push) -> None:
+        try:
+            await self._attempts(push)
+        finally:
+            push.settled.set()
+
+    async def _attempts(self, push: Push) -> None:
         while push.attempts <= self.max_redeliveries:
             conn = await self._live_connection()
             frame_id = f"msg-{secrets.token_hex(8)}"

@@ -98,6 +98,7 @@ class StreamClient:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._handlers: set[asyncio.Task[None]] = set()
         self.connections = 0  # connections opened so far
+        self._frames = 0  # frames the current connection brought
         self.connected = asyncio.Event()
 
     # -- the reconnect loop -------------------------------------------------------------
@@ -107,10 +108,10 @@ class StreamClient:
             while True:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
-                frames = 0
+                self._frames = 0
                 try:
                     endpoint, ticket = await self._open()
-                    frames = await self._session(endpoint, ticket)
+                    await self._session(endpoint, ticket)
                     reason = "connection closed"
                 except asyncio.CancelledError:
                     raise
@@ -122,7 +123,8 @@ class StreamClient:
                     log.exception("dingtalk stream: unexpected failure")
                     reason = f"{type(exc).__name__}: {exc}"
                 self.connected.clear()
-                healthy = frames > 0 or loop.time() - started >= self._healthy_after
+                # A connection that brought frames was healthy: replace it at once.
+                healthy = self._frames > 0 or loop.time() - started >= self._healthy_after
                 failures = 0 if healthy else failures + 1
                 delay = self._delay(failures)
                 log.warning("dingtalk stream: %s; reconnecting in %.1f s", reason, delay)
@@ -156,10 +158,9 @@ class StreamClient:
         return endpoint, ticket
 
     # -- one connection -----------------------------------------------------------------
-    async def _session(self, endpoint: str, ticket: str) -> int:
-        """Serve one connection until it ends; returns how many frames it brought."""
+    async def _session(self, endpoint: str, ticket: str) -> None:
+        """Serve one connection until it ends, counting its frames in ``_frames``."""
         uri = f"{endpoint}?ticket={quote_plus(ticket)}"
-        frames = 0
         async with connect(
             uri, ping_interval=None, open_timeout=10, close_timeout=5, max_size=4 * 2**20
         ) as ws:
@@ -169,14 +170,13 @@ class StreamClient:
             watchdog = asyncio.create_task(self._watchdog(ws), name="dingtalk-stream-watchdog")
             try:
                 async for raw in ws:
-                    frames += 1
+                    self._frames += 1
                     if await self._on_frame(ws, raw) == "disconnect":
                         break
             finally:
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog
-        return frames
 
     async def _watchdog(self, ws: ClientConnection) -> None:
         while True:
