@@ -1,4 +1,4 @@
-"""Command line: ``chatgate serve | demo | simulate``."""
+"""Command line: ``chatgate serve | worker | check | demo | simulate``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="a TOML settings file")
     serve.add_argument("--host", help="address to bind (CHATGATE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (CHATGATE_PORT, default 8000)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="webhooks only: answer jobs go to `chatgate worker` processes (needs Redis)",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="answer jobs only, taken from Redis (for deployments of several processes)",
+        description=(
+            "Take answer jobs from the Redis job stream (CHATGATE_STORE=redis://...) and run "
+            "them; a worker that dies has its jobs taken over by another after "
+            "CHATGATE_JOB_CLAIM_AFTER seconds. Its HTTP side serves only /healthz, /readyz "
+            "and /metrics, on CHATGATE_HOST:CHATGATE_PORT."
+        ),
+    )
+    worker.add_argument("--config", metavar="FILE", help="a TOML settings file")
+    worker.add_argument("--host", help="address of the health port (CHATGATE_HOST)")
+    worker.add_argument("--port", type=int, help="health port (CHATGATE_PORT, default 8000)")
 
     check = commands.add_parser(
         "check",
@@ -90,12 +109,14 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from chatgate.app.asgi import build_app
     from chatgate.app.logs import configure_logging
+    from chatgate.app.roles import Role
     from chatgate.app.server import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings: Settings = load_settings(args.config, **overrides)
     configure_logging(settings.log_level, settings.log_format, _secrets(settings))
-    app = build_app(settings)
+    role = Role.WORKER if args.command == "worker" else Role.WEB if args.no_worker else Role.ALL
+    app = build_app(settings, role=role)
     serve(app, host=settings.host, port=settings.port, access_log=settings.log_level == "debug")
     return 0
 
@@ -136,7 +157,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "serve":
+        if args.command in ("serve", "worker"):
             return _serve(args)
         if args.command == "check":
             return _check(args)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from chatgate.app.lifecycle import DrainGate, Lifecycle
 from chatgate.app.metrics import PrometheusTelemetry, metrics_route
+from chatgate.app.roles import Role
 from chatgate.app.wiring import Services, build_services
 from chatgate.config import Settings
 from chatgate.core.telemetry import LOST_EXPIRED_UNFINISHED, channel_of
@@ -59,9 +60,13 @@ async def _purge_forever(services: Services) -> None:
             log.info("purged %d expired records", removed)
 
 
-def build_app(settings: Settings, **overrides: Any) -> Starlette:
-    """The gateway as an ASGI app. ``overrides`` replace services (store, provider, …) in tests."""
-    services = build_services(settings, **overrides)
+def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) -> Starlette:
+    """The gateway as an ASGI app. ``overrides`` replace services (store, provider, …) in tests.
+
+    ``role`` (``app.roles``): a worker serves only the health and metrics routes, and web
+    roles run no stream worker.
+    """
+    services = build_services(settings, role=role, **overrides)
     lifecycle = Lifecycle(settings.shutdown_grace)
 
     async def healthz(request: Request) -> Response:
@@ -90,15 +95,17 @@ def build_app(settings: Settings, **overrides: Any) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.store.open()
-        recovered = await services.jobs.recover()
+        recovered = await (services.queue or services.jobs).recover()
         if recovered:
             log.info("resumed %d unfinished answers", recovered)
         for hook in services.on_startup:
             await hook()
         loops = [asyncio.create_task(_purge_forever(services), name="purge")]
-        loops += [
-            asyncio.create_task(make(), name=make.__qualname__) for make in services.background
-        ]
+        # Channels' loops take messages in (a stream client): web roles only.
+        makers = list(services.background) if role.web else []
+        if services.worker is not None:
+            makers.append(services.worker.run)
+        loops += [asyncio.create_task(make(), name=make.__qualname__) for make in makers]
         try:
             yield
         finally:
@@ -117,7 +124,7 @@ def build_app(settings: Settings, **overrides: Any) -> Starlette:
             await services.store.close()
 
     app = Starlette(
-        routes=[*routes, *services.routes],
+        routes=[*routes, *(services.routes if role.web else [])],
         middleware=[
             Middleware(
                 DrainGate,

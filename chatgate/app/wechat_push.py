@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 import httpx
 
 from chatgate.channels.wechat_mp.api import WeChatAPI, WeChatHTTP
+from chatgate.channels.wechat_mp.inbound import CHANNEL
 from chatgate.channels.wechat_mp.push import Pusher
 from chatgate.channels.wechat_mp.push_window import HybridWindow, PushWindow
 from chatgate.channels.wechat_mp.token import TokenManager
 from chatgate.channels.wechat_mp.typing import TypingIndicator
 from chatgate.channels.wechat_mp.window import PassiveWindow, WindowStrategy
 from chatgate.config import Settings
-from chatgate.core.delivery import Delivery, Surface
+from chatgate.core.delivery import Delivery, Surface, handed_off
+from chatgate.store.base import AnswerRecord
 
 if TYPE_CHECKING:
     from chatgate.app.wiring import Services
@@ -62,6 +64,15 @@ def push_window(
     )
     services.jobs.on_finished(pusher.job_finished)
     services.on_startup.append(pusher.resume)
+
+    async def settle(record: AnswerRecord) -> None:
+        if record.conversation.startswith(CHANNEL + ":") and handed_off(record):
+            await pusher.push(record.id)
+
+    # Redis workers acknowledge a job only once its push is done, and take up in their
+    # maintenance round the pushes an instance that died had started.
+    services.settle.append(settle)
+    services.maintenance.append(pusher.resume)
     if settings.wechat_mode == "push":
         return PushWindow(services.dispatcher, passive, pusher)
     return HybridWindow(

@@ -12,7 +12,9 @@ import httpx
 from starlette.routing import BaseRoute
 
 from chatgate.app.metrics import PrometheusTelemetry
+from chatgate.app.roles import Role, job_queue, stream_worker
 from chatgate.app.wechat_push import push_window
+from chatgate.app.worker import StreamWorker
 from chatgate.app.features import build_features
 from chatgate.channels.dingtalk.channel import DingTalkChannel
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
@@ -28,6 +30,7 @@ from chatgate.core.jobs import AnswerJobs
 from chatgate.core.links import Links
 from chatgate.core.outbox import Outbox
 from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.queue import JobQueue, Settle
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
 from chatgate.core.tasks import TaskSupervisor
@@ -109,6 +112,17 @@ class Services:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Channels that can speak first (to a user or a group, without a message to answer).
     outbox: Outbox = field(default_factory=Outbox)
+    # What this process does (app.roles), and where the dispatcher sends answers to write.
+    role: Role = Role.ALL
+    queue: JobQueue | None = None
+    # Redis deployments: the loop taking jobs from the stream, where this role runs jobs.
+    worker: StreamWorker | None = None
+    # Awaited by a stream worker once an answer finished, before acknowledging its job: a
+    # channel's own delivery of it (a push).
+    settle: list[Settle] = field(default_factory=list)
+    # Run by stream workers every CHATGATE_JOB_CLAIM_AFTER seconds: take over what a dead
+    # instance left that no job covers (a push it had started).
+    maintenance: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def build_services(
@@ -119,8 +133,9 @@ def build_services(
     router: Router | None = None,
     clock: Callable[[], float] = time.time,
     telemetry: Telemetry | None = None,
+    role: Role = Role.ALL,
 ) -> Services:
-    store = store or open_store(settings.store)
+    store = store or open_store(settings.store, redis_prefix=settings.redis_prefix)
     if telemetry is None:
         telemetry = PrometheusTelemetry(enabled_channels(settings), tries=settings.wechat_tries)
     metered = MeteredProvider(provider or make_provider(settings), telemetry)
@@ -162,10 +177,13 @@ def build_services(
         root.include(router)
     features.install(root)  # commands, sessions, rules, events, media, moderation, limits
     root.include(default_router(texts))
+    queue = job_queue(settings, store, jobs, role)
     dispatcher = Dispatcher(
-        store, root, jobs, answer_ttl=settings.answer_ttl, clock=clock, telemetry=telemetry
+        store, root, queue, answer_ttl=settings.answer_ttl, clock=clock, telemetry=telemetry
     )
     services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts, links)
+    services.role, services.queue = role, queue
+    services.worker = stream_worker(settings, services, role)
     services.telemetry = telemetry
     telemetry.track_jobs(
         queued=lambda: jobs.active - metered.in_flight, running=lambda: metered.in_flight

@@ -135,10 +135,12 @@ def connect(url: str) -> Redis:
     """A client for ``url`` that rides out a Redis restart.
 
     A command that fails on a dead connection is sent again on a new one (a few times, with
-    backoff); timeouts are not retried, since the command may have run.
+    backoff); timeouts are not retried, since the command may have run. RESP2, whose reply
+    shapes (streams, pub/sub) every Redis since 2.x speaks the same way.
     """
     return Redis.from_url(
         url,
+        protocol=2,
         decode_responses=True,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 6, (RedisConnectionError,)),
         socket_connect_timeout=5.0,
@@ -217,6 +219,7 @@ class RedisStore:
                     "INCR",
                     "LOCK_ACQUIRE",
                     "LOCK_RELEASE",
+                    "LOCK_RENEW",
                     "PURGE",
                 )
             }
@@ -565,6 +568,77 @@ class RedisStore:
             hold_lock(self._lock_feed, name, try_acquire, release, self._poll),
         ):
             yield
+
+    def lease(self, name: str, ttl: float) -> AbstractAsyncContextManager[None]:
+        """``lock(name, ttl)`` renewed every ``ttl / 3`` seconds for as long as it is held.
+
+        Not part of the Store protocol: Redis workers hold a conversation's lease for as long
+        as they answer it. A holder that dies frees it ``ttl`` seconds after its last renewal.
+        Should a renewal find the lease lost (this process stalled past ``ttl``, or Redis
+        forgot it), the body is cancelled and ``StoreError`` raised: someone else may hold
+        it now.
+        """
+        return self._lease(name, ttl)
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, name: str, ttl: float) -> AsyncIterator[None]:
+        key = self.keys.lock(name)
+        owners: list[str] = []
+
+        async def try_acquire(owner: str) -> bool:
+            now = self._clock()
+            taken = await self._run(
+                "LOCK_ACQUIRE",
+                [key, self.keys.expiries],
+                [owner, _num(now), _num(now + ttl), _ms(ttl)],
+            )
+            if taken:
+                owners.append(owner)
+            return bool(taken)
+
+        async def release(owner: str) -> None:
+            await self._run(
+                "LOCK_RELEASE", [key, self.keys.expiries], [owner, self.keys.lock_channel(name)]
+            )
+
+        body = asyncio.current_task()
+        assert body is not None
+        lost = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3)
+                now = self._clock()
+                try:
+                    kept = await self._run(
+                        "LOCK_RENEW",
+                        [key, self.keys.expiries],
+                        [owners[-1], _num(now), _num(now + ttl), _ms(ttl)],
+                    )
+                except StoreError as exc:
+                    log.warning("lease %s not renewed (%s); trying again", name, exc)
+                    continue
+                if not kept:
+                    log.error("lease %s was lost; stopping its holder", name)
+                    lost.set()
+                    body.cancel()
+                    return
+
+        async with (
+            self._subscribed(self.keys.lock_channel(name)),
+            hold_lock(self._lock_feed, name, try_acquire, release, self._poll),
+        ):
+            renewer = asyncio.create_task(renew(), name=f"lease:{name}")
+            try:
+                yield
+            except asyncio.CancelledError:
+                if lost.is_set() and body.uncancel() == 0:
+                    raise StoreError(f"lease {name} lost while held") from None
+                raise
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
 
     # -- housekeeping ---------------------------------------------------------------------
     async def purge_expired(self) -> int:

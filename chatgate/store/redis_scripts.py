@@ -234,6 +234,16 @@ redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 return 1
 """
 
+# KEYS: lock, expiries. ARGV: owner, now, expires at, ttl_ms. Extends it only for ``owner``.
+LOCK_RENEW = """
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'x')) <= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'x', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+return 1
+"""
+
 # KEYS: lock, expiries. ARGV: owner, channel. Deletes the lock only if ``owner`` holds it.
 LOCK_RELEASE = """
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
