@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # Per request; the client retries transient failures a few times on top.
 API_TIMEOUT = 10.0
+# WeChat API calls in flight at once from one process.
+API_CONCURRENCY = 16
 
 
 def push_window(
@@ -38,9 +40,12 @@ def push_window(
 ) -> WindowStrategy:
     """The push or hybrid window strategy, with what it needs registered on the services."""
     assert settings.wechat_secret is not None and settings.wechat_mode in ("push", "hybrid")
-    client = httpx.AsyncClient(timeout=API_TIMEOUT)
+    limits = httpx.Limits(
+        max_connections=API_CONCURRENCY, max_keepalive_connections=API_CONCURRENCY
+    )
+    client = httpx.AsyncClient(timeout=API_TIMEOUT, limits=limits)
     services.on_shutdown.append(client.aclose)
-    http = WeChatHTTP(client, settings.wechat_api_base)
+    http = WeChatHTTP(client, settings.wechat_api_base, concurrency=API_CONCURRENCY, telemetry=services.telemetry)
     store = services.store
     tokens = TokenManager(
         store,
@@ -49,6 +54,7 @@ def push_window(
         secret=settings.wechat_secret.get_secret_value(),
         source=settings.wechat_token_source,
         clock=clock,
+        telemetry=services.telemetry,
     )
     api = WeChatAPI(http, tokens)
     pusher = Pusher(
@@ -61,6 +67,7 @@ def push_window(
         answer_ttl=settings.answer_ttl,
         typing=TypingIndicator(api, store, services.supervisor, clock=clock),
         clock=clock,
+        telemetry=services.telemetry,
     )
     services.jobs.on_finished(pusher.job_finished)
     services.on_startup.append(pusher.resume)
@@ -76,5 +83,10 @@ def push_window(
     if settings.wechat_mode == "push":
         return PushWindow(services.dispatcher, passive, pusher)
     return HybridWindow(
-        services.dispatcher, delivery, passive, pusher, deadline=settings.wechat_reply_deadline
+        services.dispatcher,
+        delivery,
+        passive,
+        pusher,
+        deadline=settings.wechat_reply_deadline,
+        telemetry=services.telemetry,
     )

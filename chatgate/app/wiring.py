@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 from starlette.routing import BaseRoute
 
+from chatgate.app.features import build_features
 from chatgate.app.metrics import PrometheusTelemetry
 from chatgate.app.roles import Role, job_queue, stream_worker
 from chatgate.app.wechat_push import push_window
 from chatgate.app.worker import StreamWorker
-from chatgate.app.features import build_features
 from chatgate.channels.dingtalk.channel import DingTalkChannel
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.endpoint import WeChatEndpoint
@@ -214,7 +214,12 @@ def _wechat_routes(
         link_for=services.links.answer_link,
     )
     delivery = Delivery(
-        services.store, surface, services.texts, answer_ttl=settings.answer_ttl, clock=clock
+        services.store,
+        surface,
+        services.texts,
+        answer_ttl=settings.answer_ttl,
+        clock=clock,
+        telemetry=services.telemetry,
     )
     passive = PassiveWindow(
         services.dispatcher,
@@ -222,6 +227,7 @@ def _wechat_routes(
         deadline=settings.wechat_reply_deadline,
         tries=settings.wechat_tries,
         clock=clock,
+        telemetry=services.telemetry,
     )
     window: WindowStrategy = passive
     if settings.wechat_mode in ("push", "hybrid"):
@@ -234,6 +240,7 @@ def _wechat_routes(
         crypto=crypto,
         max_body=settings.wechat_max_body_bytes,
         clock=clock,
+        telemetry=services.telemetry,
     )
     return list(endpoint.routes(settings.wechat_path))
 

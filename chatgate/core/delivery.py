@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatgate.core.splitting import take_part, utf8_len
+from chatgate.core.telemetry import FETCH, NO_TELEMETRY, Telemetry, channel_of, unseen
 from chatgate.core.texts import Texts
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
 
@@ -124,12 +125,14 @@ class Delivery:
         *,
         answer_ttl: float,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
         self._surface = surface
         self._texts = texts
         self._ttl = answer_ttl
         self._clock = clock
+        self._telemetry = telemetry
 
     # -- cutting parts --------------------------------------------------------------------
     def part(self, answer: AnswerRecord, start: int, *, reserve: str = "") -> Part:
@@ -220,6 +223,8 @@ class Delivery:
             return await self._store.wait_answer(fetch.id, 2.0)
         if delivered is not None:
             target, part = delivered
+            if unseen(target):
+                self._telemetry.delivered(channel_of(target.conversation), FETCH)
             await self._store.mark_delivered(target.id, part.upto)
         meta = {"target": delivered[0].id} if delivered else {}
         return await self._store.update_answer(

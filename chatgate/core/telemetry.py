@@ -22,6 +22,7 @@ from typing import Protocol
 
 from chatgate.errors import ProviderError, ProviderTimeout
 from chatgate.providers.base import ChatRequest, Provider
+from chatgate.store.base import AnswerKind, AnswerRecord
 
 # How an answer (or one part of it) reached the user: ``inline_path(n)`` for the reply to the
 # n-th try of its own message, or one of these.
@@ -53,6 +54,15 @@ def channel_of(conversation: str) -> str:
     return conversation.split(":", 1)[0]
 
 
+def unseen(answer: AnswerRecord) -> bool:
+    """Whether ``answer`` is a model answer none of which the user has seen yet.
+
+    Deliveries are counted once per answer, by the path its first text took: later parts
+    (「1」 for the rest, more pushes) are continuations, not deliveries.
+    """
+    return answer.kind is AnswerKind.LLM and answer.delivered_upto == 0
+
+
 def error_code(exc: BaseException) -> str:
     """A short, bounded label for why a model call failed."""
     if isinstance(exc, ProviderTimeout | TimeoutError):
@@ -76,7 +86,7 @@ class Telemetry(Protocol):
         """A try of a message arrived; ``attempt`` is 1 for the first, 2 for a retry, …"""
 
     def delivered(self, channel: str, path: str) -> None:
-        """A model answer, or one part of it, reached the user by ``path``."""
+        """A model answer first reached the user, by ``path`` (once per answer: ``unseen``)."""
 
     def deferred(self, channel: str) -> None:
         """A model answer was not ready on the message's last try: the user got the placeholder."""

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import httpx
 
 from chatgate.channels.wechat_mp.errcodes import ErrorKind, WeChatAPIError
+from chatgate.channels.wechat_mp.inbound import CHANNEL
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,16 @@ class WeChatHTTP:
         *,
         retry: RetryPolicy = RetryPolicy(),
         timeout: float = 10.0,
+        concurrency: int = 16,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._client = client
+        self._telemetry = telemetry
         self._base = base_url.rstrip("/")
+        # Calls beyond this wait here rather than in httpx's pool, whose bookkeeping grows
+        # with every queued request (hundreds of typing indicators at once, say).
+        self._slots = asyncio.Semaphore(concurrency)
         self._retry = retry
         self._timeout = timeout
         self._sleep = sleep
@@ -122,6 +130,8 @@ class WeChatHTTP:
             try:
                 data = await self._once(method, path, params, payload)
             except WeChatAPIError as exc:
+                code = str(exc.errcode) if exc.errcode is not None else "no_answer"
+                self._telemetry.platform_api_error(CHANNEL, code)
                 if exc.kind is not ErrorKind.TRANSIENT or attempt == tries:
                     self._alert(exc)
                     raise
@@ -144,14 +154,15 @@ class WeChatHTTP:
         content = None if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"} if content else None
         try:
-            response = await self._client.request(
-                method,
-                self._base + path,
-                params=params,
-                content=content,
-                headers=headers,
-                timeout=self._timeout,
-            )
+            async with self._slots:
+                response = await self._client.request(
+                    method,
+                    self._base + path,
+                    params=params,
+                    content=content,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
         except httpx.HTTPError as exc:
             reason = redact(f"{type(exc).__name__}: {exc}")
             raise WeChatAPIError(path, None, reason) from None

@@ -19,10 +19,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
-from chatgate.channels.wechat_mp.inbound import to_inbound
+from chatgate.channels.wechat_mp.inbound import CHANNEL, to_inbound
 from chatgate.channels.wechat_mp.signature import verify_signature
 from chatgate.channels.wechat_mp.window import WindowStrategy
 from chatgate.channels.wechat_mp.xml import parse_xml, text_reply
+from chatgate.core.logcontext import log_scope
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.errors import BadRequest, SignatureError
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,15 @@ async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
             return
 
 
+def _refusal(exc: BadRequest) -> str:
+    """A bounded label for why a request was refused."""
+    if isinstance(exc, SignatureError):
+        return "signature"
+    if isinstance(exc, PayloadTooLarge):
+        return "too_large"
+    return "malformed"
+
+
 class WeChatEndpoint:
     """Verifies, decrypts and parses each try, asks the window strategy, builds the reply."""
 
@@ -69,12 +80,14 @@ class WeChatEndpoint:
         crypto: WeChatCrypto | None = None,
         max_body: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._token = token
         self._window = window
         self._crypto = crypto
         self._max_body = max_body
         self._clock = clock
+        self._telemetry = telemetry
 
     def routes(self, path: str) -> list[Route]:
         return [
@@ -98,6 +111,7 @@ class WeChatEndpoint:
             self._check_signature(request)
         except SignatureError as exc:
             log.warning("wechat GET refused: %s", exc)
+            self._telemetry.webhook_refused(CHANNEL, "signature")
             return PlainTextResponse("forbidden", status_code=exc.status_code)
         return PlainTextResponse(request.query_params.get("echostr", ""))
 
@@ -124,12 +138,18 @@ class WeChatEndpoint:
             inbound = to_inbound(parse_xml(body, max_bytes=self._max_body))
         except BadRequest as exc:
             log.warning("wechat POST refused (%d): %s", exc.status_code, exc)
+            self._telemetry.webhook_refused(CHANNEL, _refusal(exc))
             return PlainTextResponse(type(exc).__name__, status_code=exc.status_code)
 
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(request, gone))
         try:
-            text = await self._window.respond(inbound, arrived, gone)
+            with log_scope(
+                channel=CHANNEL,
+                message_id=inbound.dedup_key,
+                conversation=str(inbound.conversation),
+            ):
+                text = await self._window.respond(inbound, arrived, gone)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -46,6 +46,7 @@ from chatgate.core.locks import KeyedLocks
 from chatgate.core.messages import ConversationKey
 from chatgate.core.splitting import utf8_len
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
+from chatgate.core.telemetry import LOST_GIVEN_UP, NO_TELEMETRY, PUSH, Telemetry, unseen
 from chatgate.core.texts import Texts
 from chatgate.store.base import AnswerRecord, Store
 
@@ -136,9 +137,11 @@ class Pusher:
         retry: RetryPolicy = PUSH_RETRY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
         self._api = api
+        self._telemetry = telemetry
         self._surface = surface
         self._texts = texts
         self._supervisor = supervisor
@@ -281,6 +284,8 @@ class Pusher:
                 return WeChatAPIError(SEND_PATH, None, "timed out"), record
             except WeChatAPIError as exc:
                 return exc, record
+            if unseen(record):
+                self._telemetry.delivered(CHANNEL, PUSH)
             await self._store.mark_delivered(answer_id, part.upto)
             counted = await self._store.update_answer(answer_id, meta={PUSH_SENT: str(sent + 1)})
             if counted is None:  # deleted meanwhile (the user unsubscribed)
@@ -336,9 +341,13 @@ class Pusher:
 
     async def _give_back(self, record: AnswerRecord, why: str) -> None:
         """Stop pushing: the rest of the answer waits for 「1」 like a passive one."""
-        await self._store.update_answer(
+        given = await self._store.update_answer(
             record.id, meta={DELIVERY_META: REPLIES, PUSH_STATE: f"stopped:{why}"}
         )
+        if given is None and not record.fully_delivered:
+            # Gone from the store between the send and now: no 「1」 can fetch the rest.
+            log.error("answer %s: push stopped (%s) and the answer is gone: lost", record.id, why)
+            self._telemetry.answer_lost(CHANNEL, LOST_GIVEN_UP)
         await self._pending.remove(record.id)
 
     async def _stopped(self, record: AnswerRecord, exc: WeChatAPIError) -> None:

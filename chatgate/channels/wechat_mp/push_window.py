@@ -19,6 +19,7 @@ from chatgate.channels.wechat_mp.window import PassiveWindow
 from chatgate.core.delivery import DELIVERY_META, Delivery
 from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.messages import Inbound
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry, inline_path, unseen
 from chatgate.store.base import AnswerKind
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,14 @@ class HybridWindow:
         pusher: Pusher,
         *,
         deadline: float,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._dispatcher = dispatcher
         self._delivery = delivery
         self._passive = passive
         self._pusher = pusher
         self._deadline = deadline
+        self._telemetry = telemetry
 
     async def respond(
         self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
@@ -87,4 +90,6 @@ class HybridWindow:
         if DELIVERY_META in ready.meta:  # another try handed it to push meanwhile
             return None
         log.info("%s answered inline on try %d", inbound.dedup_key, ticket.attempt)
+        if unseen(ready):
+            self._telemetry.delivered(inbound.channel, inline_path(ticket.attempt))
         return await self._delivery.reply_text(ready)

@@ -19,6 +19,8 @@ from typing import Literal
 
 from chatgate.channels.wechat_mp.api import WeChatHTTP
 from chatgate.channels.wechat_mp.errcodes import WeChatAPIError
+from chatgate.channels.wechat_mp.inbound import CHANNEL
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,11 @@ class TokenManager:
         ahead: float = 120.0,
         lock_ttl: float = 30.0,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
         self._http = http
+        self._telemetry = telemetry
         self._appid = appid
         self._secret = secret
         self._source = source
@@ -119,6 +123,7 @@ class TokenManager:
                     log.warning("access token refresh failed (%s); using it until expiry", exc)
                     return cached.value
                 raise
+            self._telemetry.token_refresh(CHANNEL)
             await self._store.kv_set(
                 self._key, fresh.to_json(), ttl=max(1.0, fresh.expires_at - self._clock())
             )

@@ -20,7 +20,8 @@ from typing import Protocol
 from chatgate.core.delivery import Delivery
 from chatgate.core.dispatcher import Dispatcher, Ticket
 from chatgate.core.messages import Inbound
-from chatgate.store.base import AnswerRecord
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry, inline_path, unseen
+from chatgate.store.base import AnswerKind, AnswerRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,14 @@ class PassiveWindow:
         deadline: float,
         tries: int,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._dispatcher = dispatcher
         self._delivery = delivery
         self._deadline = deadline
         self._tries = tries
         self._clock = clock
+        self._telemetry = telemetry
 
     async def respond(
         self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
@@ -67,18 +70,26 @@ class PassiveWindow:
         ready = await self._delivery.ready(ticket.answer, arrived + self._deadline)
         if ready is not None:
             log.info("%s answered inline on try %d", inbound.dedup_key, ticket.attempt)
-            return await self._delivery.reply_text(ready)
+            return await self.reply(ready, inbound.channel, ticket.attempt)
         if ticket.attempt < self._tries:
-            return await self._hold(ticket.answer, arrived, client_gone)
+            return await self._hold(ticket, inbound, arrived, client_gone)
         log.info("%s not ready on the last try: placeholder sent", inbound.dedup_key)
+        if ticket.answer.kind is AnswerKind.LLM:
+            self._telemetry.deferred(inbound.channel)
         return self._delivery.placeholder(ticket.answer)
 
+    async def reply(self, ready: AnswerRecord, channel: str, attempt: int) -> str:
+        """The reply text for a ready record, counted as delivered inline on ``attempt``."""
+        if unseen(ready):
+            self._telemetry.delivered(channel, inline_path(attempt))
+        return await self._delivery.reply_text(ready)
+
     async def _hold(
-        self, answer: AnswerRecord, arrived: float, client_gone: asyncio.Event
+        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: asyncio.Event
     ) -> str | None:
         """Keep the try open until WeChat gives up on it, so that it sends the next one."""
         until = arrived + PLATFORM_TIMEOUT + HOLD_MARGIN
-        waiting = asyncio.ensure_future(self._delivery.ready(answer, until))
+        waiting = asyncio.ensure_future(self._delivery.ready(ticket.answer, until))
         gone = asyncio.ensure_future(client_gone.wait())
         try:
             await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -92,4 +103,4 @@ class PassiveWindow:
             return None
         # Still connected after WeChat's timeout: not WeChat (a test client or a proxy with a
         # longer timeout). The answer is ready, so give it rather than nothing.
-        return await self._delivery.reply_text(ready)
+        return await self.reply(ready, inbound.channel, ticket.attempt)
