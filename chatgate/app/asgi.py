@@ -105,7 +105,16 @@ def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) ->
         makers = list(services.background) if role.web else []
         if services.worker is not None:
             makers.append(services.worker.run)
-        loops += [asyncio.create_task(make(), name=make.__qualname__) for make in makers]
+        intake = [asyncio.create_task(make(), name=make.__qualname__) for make in makers]
+        loops += intake
+
+        # Draining stops taking work in by every door: webhooks (DrainGate), stream clients and
+        # the job stream (these loops); what was taken in finishes within the grace.
+        def stop_intake() -> None:
+            for task in intake:
+                task.cancel()
+
+        lifecycle.on_drain(stop_intake)
         try:
             yield
         finally:

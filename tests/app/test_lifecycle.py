@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
+from chatgate.app.asgi import build_app
 from chatgate.app.lifecycle import RETRY_AFTER, Lifecycle
+from chatgate.config import load_settings
 from chatgate.errors import StoreError
+from chatgate.sim.server import LoopbackServer
 from chatgate.sim.wechat import WeChatSim
 from chatgate.store.memory import MemoryStore
 from tests.app.support import serve_app, value
-from tests.e2e.harness import TOKEN
+from tests.e2e.harness import TOKEN, gateway_settings
 
 
 def test_remaining_is_the_whole_grace_until_draining_begins_then_counts_down() -> None:
@@ -78,4 +83,25 @@ async def test_readyz_reports_an_unreachable_store_while_healthz_stays_up() -> N
         ready = await client.get(gw.url + "/readyz")
         alive = await client.get(gw.url + "/healthz")
     assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    assert alive.status_code == 200
+
+
+async def test_draining_stops_the_loops_that_take_work_in_and_keeps_serving() -> None:
+    values = gateway_settings("http://unused.invalid", llm_provider="fake")
+    app = build_app(load_settings(environ={}, **values))
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def intake_loop() -> None:  # stands for a stream client or the job stream reader
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    app.state.services.background.append(intake_loop)
+    async with LoopbackServer(app) as server, httpx.AsyncClient() as client:
+        await asyncio.wait_for(started.wait(), 5)
+        app.state.lifecycle.begin_drain()
+        await asyncio.wait_for(stopped.wait(), 5)
+        alive = await client.get(server.url + "/healthz")
     assert alive.status_code == 200
