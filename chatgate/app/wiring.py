@@ -253,6 +253,7 @@ def _install_dingtalk(settings: Settings, services: Services, clock: Callable[[]
         supervisor=services.supervisor,
         texts=services.texts,
         clock=clock,
+        telemetry=services.telemetry,
     )
     services.routes.extend(channel.routes())
     services.background.extend(channel.background())

@@ -22,6 +22,7 @@ from chatgate.config import Settings
 from chatgate.core.delivery import Delivery, Surface
 from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.tasks import TaskSupervisor
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.core.texts import Texts
 from chatgate.store.base import Store
 
@@ -46,6 +47,7 @@ class DingTalkChannel:
         texts: Texts,
         clock: Callable[[], float] = time.time,
         http: httpx.AsyncClient | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         assert settings.dingtalk_client_secret is not None, "dingtalk_enabled is checked first"
         self.settings = settings
@@ -59,6 +61,7 @@ class DingTalkChannel:
             base=settings.dingtalk_api_base,
             client_id=settings.dingtalk_client_id,
             client_secret=self._secret,
+            telemetry=telemetry,
         )
         surface = Surface(max_bytes=MARKDOWN_MAX_BYTES)  # markdown passes through as is
         cards = None
@@ -73,13 +76,21 @@ class DingTalkChannel:
         self.deliveries = DingTalkDelivery(
             store,
             supervisor,
-            Delivery(store, surface, texts, answer_ttl=settings.answer_ttl, clock=clock),
-            Replier(self.http, self.openapi, clock=clock),
+            Delivery(
+                store,
+                surface,
+                texts,
+                answer_ttl=settings.answer_ttl,
+                clock=clock,
+                telemetry=telemetry,
+            ),
+            Replier(self.http, self.openapi, clock=clock, telemetry=telemetry),
             texts,
             cards=cards,
             fetch_wait=settings.llm_timeout,
             answer_ttl=settings.answer_ttl,
             clock=clock,
+            telemetry=telemetry,
         )
         self.receiver = Receiver(
             dispatcher,
@@ -99,11 +110,17 @@ class DingTalkChannel:
                 handle=self.receiver.receive,
             )
         self._clock = clock
+        self._telemetry = telemetry
 
     def routes(self) -> list[BaseRoute]:
         if self.settings.dingtalk_mode != "http":
             return []
-        endpoint = DingTalkEndpoint(secret=self._secret, receiver=self.receiver, clock=self._clock)
+        endpoint = DingTalkEndpoint(
+            secret=self._secret,
+            receiver=self.receiver,
+            clock=self._clock,
+            telemetry=self._telemetry,
+        )
         return list(endpoint.routes(self.settings.dingtalk_path))
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable
 
 from chatgate.channels.dingtalk.cards import CardFailed, CardStreamer, can_card
-from chatgate.channels.dingtalk.inbound import ReplyAddress
+from chatgate.channels.dingtalk.inbound import CHANNEL, ReplyAddress
 from chatgate.channels.dingtalk.webhook import Replier
 from chatgate.core.delivery import Delivery
 from chatgate.core.locks import KeyedLocks
 from chatgate.core.outbox import SendFailed
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
+from chatgate.core.telemetry import NO_TELEMETRY, PUSH, Telemetry, unseen
 from chatgate.core.texts import Texts
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
 
@@ -60,9 +61,11 @@ class DingTalkDelivery:
         fetch_wait: float = 120.0,
         answer_ttl: float = 86400.0,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
         self._supervisor = supervisor
+        self._telemetry = telemetry
         self._delivery = delivery
         self._replier = replier
         self._texts = texts
@@ -144,6 +147,8 @@ class DingTalkDelivery:
             except CardFailed as exc:
                 log.warning("answer %s: AI card failed (%s); sending messages", record.id, exc)
             else:
+                if upto > 0:  # checked above: nothing of it was shown before the card
+                    self._telemetry.delivered(CHANNEL, PUSH)
                 await self._store.mark_delivered(record.id, upto)
         finished = await self._finished(record.id)
         if finished is not None:
@@ -166,8 +171,10 @@ class DingTalkDelivery:
             if current is None:
                 return
             parts = self._delivery.parts(current, current.delivered_upto)
-            for part in parts:
+            for index, part in enumerate(parts):
                 route = await self._replier.send(address, part.text)
+                if index == 0 and unseen(current):
+                    self._telemetry.delivered(CHANNEL, PUSH)
                 await self._store.mark_delivered(current.id, part.upto)
                 log.info("answer %s: part up to %d sent via %s", current.id, part.upto, route)
             if not parts:  # nothing left to show (a silent decision): it is delivered

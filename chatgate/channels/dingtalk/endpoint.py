@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatgate.channels.dingtalk.inbound import CHANNEL
 from chatgate.channels.dingtalk.receiver import Receiver
 from chatgate.channels.dingtalk.sign import verify_callback
-from chatgate.errors import BadRequest
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
+from chatgate.errors import BadRequest, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,13 @@ class DingTalkEndpoint:
         receiver: Receiver,
         max_body: int = MAX_BODY,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._secret = secret
         self._receiver = receiver
         self._max_body = max_body
         self._clock = clock
+        self._telemetry = telemetry
 
     def routes(self, path: str) -> list[Route]:
         return [Route(path, self.receive, methods=["POST"])]
@@ -84,6 +88,14 @@ class DingTalkEndpoint:
             outcome = await self._receiver.receive(data)
         except BadRequest as exc:
             log.warning("dingtalk POST refused (%d): %s", exc.status_code, exc)
+            reason = (
+                "signature"
+                if isinstance(exc, SignatureError)
+                else "too_large"
+                if isinstance(exc, PayloadTooLarge)
+                else "malformed"
+            )
+            self._telemetry.webhook_refused(CHANNEL, reason)
             return JSONResponse({"error": type(exc).__name__}, status_code=exc.status_code)
         log.debug("dingtalk callback %s", outcome)
         return JSONResponse(EMPTY_REPLY)

@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 
-from chatgate.channels.dingtalk.inbound import ReplyAddress
+from chatgate.channels.dingtalk.inbound import CHANNEL, ReplyAddress
 from chatgate.core.outbox import SendFailed
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ def _error(response: httpx.Response) -> DingTalkApiError:
     )
 
 
+def _code(error: DingTalkApiError) -> str:
+    """DingTalk's error code, else the HTTP status, else ``no_answer`` (network)."""
+    return error.code or (str(error.status) if error.status is not None else "no_answer")
+
+
 def token_key(client_id: str) -> str:
     return f"dingtalk:token:{client_id}"
 
@@ -82,8 +88,10 @@ class OpenApi:
         pause: float = RETRY_PAUSE,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._http = http
+        self._telemetry = telemetry
         self._store = store
         self._base = base.rstrip("/")
         self._client_id = client_id
@@ -105,6 +113,7 @@ class OpenApi:
             if cached:
                 return cached
             token, lifetime = await self._fetch_token()
+            self._telemetry.token_refresh(CHANNEL)
             await self._store.kv_set(key, token, ttl=max(60.0, lifetime - TOKEN_MARGIN))
             return token
 
@@ -160,6 +169,7 @@ class OpenApi:
                 if response.is_success:
                     return response
                 error = _error(response)
+            self._telemetry.platform_api_error(CHANNEL, _code(error))
             if not error.retryable or attempt > self._retries:
                 raise error
             log.warning("%s; retrying in %.1fs", error, self._pause * attempt)

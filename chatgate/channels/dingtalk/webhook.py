@@ -17,10 +17,11 @@ from typing import Literal
 
 import httpx
 
-from chatgate.channels.dingtalk.inbound import ReplyAddress
+from chatgate.channels.dingtalk.inbound import CHANNEL, ReplyAddress
 from chatgate.channels.dingtalk.openapi import OpenApi
 from chatgate.core.outbox import SendFailed
 from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,12 @@ class Replier:
         openapi: OpenApi,
         *,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._http = http
         self._openapi = openapi
         self._clock = clock
+        self._telemetry = telemetry
         # Webhooks DingTalk said are gone, so later parts and answers skip them.
         self._gone: OrderedDict[str, None] = OrderedDict()
 
@@ -101,9 +104,11 @@ class Replier:
                 return "webhook"
             except WebhookExpired:
                 log.info("sessionWebhook expired (300001): replying through the OpenAPI")
+                self._telemetry.platform_api_error(CHANNEL, str(SESSION_GONE))
                 self._forget(address.webhook)
             except WebhookFailed as exc:
                 log.warning("%s: replying through the OpenAPI", exc)
+                self._telemetry.platform_api_error(CHANNEL, "webhook_failed")
         await self.send_openapi(address, title, text)
         return "openapi"
 
