@@ -8,6 +8,7 @@ effect, the answer streamed into an AI card at most once a second.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -58,6 +59,17 @@ async def _gateway(sim: DingTalkSim, llm_url: str, db: Path, **extra: Any) -> As
 async def run_dingtalk_demo(out: TextIO | None = None) -> int:
     """Run the scripted conversations; returns 0 when each question cost one LLM call."""
     sink = sys.stdout if out is None else out
+    # No WeChat account and no public URL, on purpose: their start-up warnings are noise here.
+    wiring = logging.getLogger("chatgate.app.wiring")
+    level = wiring.level
+    wiring.setLevel(logging.ERROR)
+    try:
+        return await _run(sink)
+    finally:
+        wiring.setLevel(level)
+
+
+async def _run(sink: TextIO) -> int:
     started = time.monotonic()
 
     def say(line: str = "") -> None:
@@ -105,7 +117,7 @@ async def run_dingtalk_demo(out: TextIO | None = None) -> int:
                 await ask(
                     USER,
                     "帮我总结一下项目进度 [delay=2]",
-                    "DingTalk delivers this message three times (as after a slow ack)",
+                    "DingTalk delivers this message three times, as after a slow ack",
                     redeliver=2,
                 )
                 show((await sim.wait_shown(USER, 2))[-1])

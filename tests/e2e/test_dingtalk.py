@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ from chatgate.core.splitting import utf8_len
 from chatgate.sim.dingtalk import DingTalkSim
 from chatgate.sim.server import LoopbackServer
 from tests.e2e.conftest import LLM
-from tests.e2e.harness import Gateway, gateway_in_process, gateway_settings
+from tests.e2e.harness import Gateway, GatewayProcess, gateway_in_process, gateway_settings
 
 pytestmark = pytest.mark.slow
 
@@ -323,3 +325,25 @@ async def test_the_stream_client_follows_a_disconnect_request(llm: LLM) -> None:
         [shown] = await dt.sim.wait_shown("u1")
         assert shown.text == dt.expected("重连之后")
         assert await dt.sim.gateway.system_ping()
+
+
+async def test_an_answer_cut_off_by_a_crash_is_delivered_once_after_the_restart(
+    llm: LLM, tmp_path: Path
+) -> None:
+    async with DingTalkSim().serve() as sim:
+        settings = dt_settings(sim, "stream", store=f"sqlite:///{tmp_path / 'gw.db'}")
+        gateway = GatewayProcess(llm.url, **settings)
+        async with gateway:
+            await sim.gateway.wait_connections(1, within=30)
+            question = "崩溃前的问题 [delay=4]"
+            await sim.send_text("u1", question)
+            await asyncio.sleep(1.0)  # the answer is being written …
+            await gateway.stop(signal.SIGKILL)  # … when the process dies
+            assert sim.shown("u1") == []
+            await gateway.start()
+            [shown] = await sim.wait_shown("u1", within=30)
+            await asyncio.sleep(1.0)  # time for a second copy, were one to come
+        assert shown.text == llm.sim.expected_answer([{"role": "user", "content": question}])
+        assert len(sim.shown("u1")) == 1
+    # The job restarts from scratch after a crash: a second call, but one reply.
+    assert llm.questions() == [question, question]
