@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
 import httpx
 import pytest
 
 from chatgate.sim.wechat import WeChatSim
+from chatgate.sim.wechat_api import WeChatAPISim
 from tests.app.support import total, value
 from tests.e2e.conftest import LLM
-from tests.e2e.harness import TOKEN, gateway_in_process
+from tests.e2e.harness import APPID, TOKEN, gateway_in_process
 from tests.e2e.test_passive import post_raw
 
 pytestmark = pytest.mark.slow
+
+SECRET = "e2e-app-secret"
+USER = "o_metrics_user"
 
 
 async def test_metrics_count_messages_tries_deliveries_and_model_calls(llm: LLM) -> None:
@@ -61,3 +68,52 @@ async def test_metrics_count_messages_tries_deliveries_and_model_calls(llm: LLM)
     assert value(text, "chatgate_llm_first_chunk_seconds_count", provider="openai") == 3
     assert value(text, "chatgate_jobs_queued") == 0
     assert value(text, "chatgate_jobs_running") == 0
+
+
+@pytest.fixture
+async def wechat_api() -> AsyncIterator[tuple[WeChatAPISim, str]]:
+    sim = WeChatAPISim(appid=APPID, secret=SECRET)
+    async with sim.serve() as base:
+        yield sim, base
+
+
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, f"not true within {within}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_metrics_count_pushes_api_errors_and_token_refreshes_in_hybrid_mode(
+    llm: LLM, wechat_api: tuple[WeChatAPISim, str]
+) -> None:
+    api, base = wechat_api
+    fast_q, slow_q, late_q = "快问题 [delay=1]", "慢问题 [delay=6]", "窗口关了的问题 [delay=6]"
+    settings = {"wechat_mode": "hybrid", "wechat_secret": SECRET, "wechat_api_base": base}
+    async with gateway_in_process(llm.url, **settings) as gw, httpx.AsyncClient() as client:
+        sim = WeChatSim(gw.wechat_url, TOKEN, on_message=api.user_wrote)
+        assert (await sim.send_text(USER, fast_q)).kind == "reply"  # inline on try 1
+        assert (await sim.send_text(USER, slow_q)).kind == "nothing"  # acknowledged, pushed
+        await until(lambda: len(api.received(USER)) == 1)
+        assert (await sim.send_text(USER, late_q)).kind == "nothing"
+        api.advance(49 * 3600)  # the 48-hour window closes before the answer is ready
+        await until(lambda: 45015 in api.errcodes())
+        fetched = await sim.send_text(USER, "1")  # what push could not send, fetched
+        text = (await client.get(gw.url + "/metrics")).text
+
+    assert "窗口关了的问题" in (fetched.text or "")
+
+    def metric(name: str, **labels: str) -> float | None:
+        return value(text, name, channel="wechat_mp", **labels)
+
+    assert metric("chatgate_deliveries_total", path="inline_try_1") == 1
+    assert metric("chatgate_deliveries_total", path="push") == 1
+    assert metric("chatgate_deliveries_total", path="fetch") == 1
+    assert total(text, "chatgate_deliveries_total") == 3
+    assert metric("chatgate_answers_deferred_total") == 0
+    assert total(text, "chatgate_answers_lost_total") == 0
+    assert value(text, "chatgate_platform_api_errors_total", platform="wechat_mp", code="45015")
+    assert value(text, "chatgate_token_refreshes_total", platform="wechat_mp") == api.token_calls()
+    assert api.token_calls() >= 1
+    assert value(text, "chatgate_llm_calls_total", provider="openai") == 3
