@@ -188,7 +188,7 @@ def build_services(
     telemetry.track_jobs(
         queued=lambda: jobs.active - metered.in_flight, running=lambda: metered.in_flight
     )
-    services.routes.extend(Pages(store, links, clock=clock).routes())
+    services.routes.extend(Pages(store, links, clock=clock, telemetry=telemetry).routes())
     if settings.wechat_enabled:
         services.routes.extend(_wechat_routes(settings, services, clock))
     else:

@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
 
 from chatgate.core.links import ANSWER_PREFIX, HISTORY_PREFIX, Links, token_shaped
+from chatgate.core.telemetry import NO_TELEMETRY, PAGE, Telemetry, channel_of, unseen
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store, Turn
 from chatgate.web.live import LiveAnswers
 from chatgate.web.render import render_markdown
@@ -114,8 +115,10 @@ class Pages:
         texts: PageTexts | None = None,
         clock: Callable[[], float] = time.time,
         history_size: int = HISTORY_PAGE_TURNS,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._links = links
         self.live = live or LiveAnswers(store)
         self._texts = texts or PageTexts()
@@ -174,6 +177,7 @@ class Pages:
         record = await self._answer(request)
         if record is None:
             return not_found()
+        await self._count_first_view(record)
         view = self.view(record)
         return self._html(
             "answer.html",
@@ -183,6 +187,16 @@ class Pages:
             view=view,
             elapsed_text=self._elapsed_text(view),
         )
+
+    async def _count_first_view(self, record: AnswerRecord) -> None:
+        """An answer opened here before any of it reached the chat counts as delivered by
+        page — once, however often the page is opened, on whichever instance."""
+        if not unseen(record):
+            return
+        claim = f"page-seen:{record.id}"
+        ttl = max(60.0, (record.expires_at or self._clock()) - self._clock())
+        if await self._store.claim_message(claim, record.id, ttl) is None:
+            self._telemetry.delivered(channel_of(record.conversation), PAGE)
 
     async def answer_state(self, request: Request) -> Response:
         record = await self._answer(request)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import httpx
 
 from chatgate.app.metrics import PrometheusTelemetry
+from chatgate.core.dispatcher import new_page_token
 from chatgate.sim.wechat import WeChatSim
+from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus
+from chatgate.store.memory import MemoryStore
 from tests.app.support import serve_app, total, value
 from tests.e2e.harness import TOKEN
 
@@ -80,3 +83,27 @@ async def test_a_metrics_token_is_required_when_set() -> None:
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     assert wrong.status_code == 401
     assert right.status_code == 200 and "chatgate_build_info" in right.text
+
+
+async def test_an_answer_first_read_on_its_page_counts_one_page_delivery() -> None:
+    store = MemoryStore()
+    unread = AnswerRecord(
+        id="a1",
+        conversation="wechat_mp:gh_a:u1",
+        dedup_key="m1",
+        kind=AnswerKind.LLM,
+        question="q",
+        page_token=new_page_token(),
+        status=AnswerStatus.DONE,
+        text="the answer",
+    )
+    seen = unread.with_changes(id="a2", dedup_key="m2", page_token=new_page_token())
+    async with serve_app(store, public_url="https://bot.example.com") as gw:
+        await store.create_answer(unread)
+        await store.create_answer(seen)
+        await store.mark_delivered("a2", 3)  # part of it was shown in the chat already
+        async with httpx.AsyncClient() as client:
+            for token in (unread.page_token, unread.page_token, seen.page_token):
+                assert (await client.get(f"{gw.url}/a/{token}")).status_code == 200
+            text = (await client.get(gw.url + "/metrics")).text
+    assert value(text, "chatgate_deliveries_total", channel="wechat_mp", path="page") == 1
