@@ -26,8 +26,15 @@ from chatgate.core.router import HandlerResult, Reply, Router
 from chatgate.core.splitting import utf8_len
 from chatgate.sim.dingtalk import DingTalkSim
 from chatgate.sim.server import LoopbackServer
+from chatgate.sim.wechat import WeChatSim
 from tests.e2e.conftest import LLM
-from tests.e2e.harness import Gateway, GatewayProcess, gateway_in_process, gateway_settings
+from tests.e2e.harness import (
+    TOKEN,
+    Gateway,
+    GatewayProcess,
+    gateway_in_process,
+    gateway_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -347,3 +354,14 @@ async def test_an_answer_cut_off_by_a_crash_is_delivered_once_after_the_restart(
         assert len(sim.shown("u1")) == 1
     # The job restarts from scratch after a crash: a second call, but one reply.
     assert llm.questions() == [question, question]
+
+
+async def test_wechat_and_dingtalk_are_served_by_one_process(llm: LLM) -> None:
+    async with dingtalk(llm, "stream") as dt:
+        wechat = WeChatSim(dt.gw.wechat_url, TOKEN)
+        on_wechat = await wechat.send_text("o_user", "微信上的问题")
+        await dt.sim.send_text("u1", "钉钉上的问题")
+        [on_dingtalk] = await dt.sim.wait_shown("u1")
+    assert on_wechat.kind == "reply" and on_wechat.text == dt.expected("微信上的问题")
+    assert on_dingtalk.text == dt.expected("钉钉上的问题")
+    assert sorted(llm.questions()) == sorted(["微信上的问题", "钉钉上的问题"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.routing import BaseRoute
@@ -16,7 +16,6 @@ from chatgate.channels.dingtalk.delivery import DingTalkDelivery
 from chatgate.channels.dingtalk.endpoint import DingTalkEndpoint
 from chatgate.channels.dingtalk.openapi import OpenApi
 from chatgate.channels.dingtalk.receiver import Receiver
-from chatgate.channels.dingtalk.stream import StreamClient
 from chatgate.channels.dingtalk.webhook import Replier
 from chatgate.config import Settings
 from chatgate.core.delivery import Delivery, Surface
@@ -25,6 +24,9 @@ from chatgate.core.tasks import TaskSupervisor
 from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.core.texts import Texts
 from chatgate.store.base import Store
+
+if TYPE_CHECKING:
+    from chatgate.channels.dingtalk.stream import StreamClient
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,10 @@ class DingTalkChannel:
         self.sender = DingTalkActiveSender(self.openapi, surface)
         self.stream: StreamClient | None = None
         if settings.dingtalk_mode == "stream":
+            # Imported here: the SDK's frame models pull in requests and aiohttp, which only
+            # Stream mode needs.
+            from chatgate.channels.dingtalk.stream import StreamClient
+
             self.stream = StreamClient(
                 self.http,
                 api_base=settings.dingtalk_api_base,

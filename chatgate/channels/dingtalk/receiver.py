@@ -48,7 +48,7 @@ class Receiver:
         inbound = to_inbound(data, robot_code=self._robot_code)
         if is_stale(inbound, now=self._clock(), max_age=self._max_age):
             age = self._clock() - inbound.created_at
-            log.info("ignoring %s: %.0f s old, backlog beyond the max age", inbound.dedup_key, age)
+            log.warning("ignoring %s: %.0f s old, older than the max age", inbound.dedup_key, age)
             return Outcome.STALE
         ticket = await self._dispatcher.accept(inbound)
         if ticket.first:
