@@ -39,7 +39,7 @@ ERROR_META = "dingtalk.error"
 # How long one wait for an answer lasts before it is checked again (a job may be queued).
 _WAIT_STEP = 300.0
 # Sending one answer's parts, retries included, stays well within this.
-SEND_LOCK_TTL = 120.0
+SEND_LOCK_TTL = 300.0
 
 
 def deliver_lock(answer_id: str) -> str:
