@@ -69,10 +69,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class GatewayProcess:
-    """``python -m chatgate serve`` in a child process, to restart or kill it for real."""
+# The command line of each role (chatgate.app.roles).
+ROLE_COMMANDS = {"serve": ("serve",), "web": ("serve", "--no-worker"), "worker": ("worker",)}
 
-    def __init__(self, llm_url: str, **overrides: Any) -> None:
+
+class GatewayProcess:
+    """``python -m chatgate serve`` in a child process, to restart or kill it for real.
+
+    ``role`` "web" runs ``serve --no-worker`` and "worker" runs ``worker`` (both need Redis).
+    """
+
+    def __init__(self, llm_url: str, *, role: str = "serve", **overrides: Any) -> None:
+        self.command = ROLE_COMMANDS[role]
         self.port = free_port()
         values = gateway_settings(llm_url, port=self.port, **overrides)
         self.env: dict[str, str] = {
@@ -88,7 +96,7 @@ class GatewayProcess:
             sys.executable,
             "-m",
             "chatgate",
-            "serve",
+            *self.command,
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
         )
@@ -102,6 +110,11 @@ class GatewayProcess:
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

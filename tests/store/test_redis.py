@@ -247,3 +247,32 @@ async def test_a_reconnect_makes_waiters_read_again(own_server: RedisServer) -> 
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_lease_is_renewed_while_held_and_its_body_stopped_when_it_is_lost(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix, poll_interval=0.05)
+    other = RedisStore(redis_url, prefix=redis_prefix, poll_interval=0.05)
+    await store.open()
+    await other.open()
+    try:
+        entered = asyncio.Event()
+
+        async def contender() -> None:
+            async with other.lease("answering:c1", ttl=0.6):
+                entered.set()
+
+        with pytest.raises(StoreError, match="lost"):
+            async with store.lease("answering:c1", ttl=0.6):
+                waiter = asyncio.create_task(contender())
+                await asyncio.sleep(1.5)  # well past the ttl: renewals keep it
+                assert not entered.is_set()
+                # Redis forgets it (a failover, say): the next renewal finds it gone.
+                await store.client.delete(store.keys.lock("answering:c1"))
+                await asyncio.sleep(5)  # cancelled before this ends
+        async with asyncio.timeout(WITHIN):
+            await waiter
+    finally:
+        await store.close()
+        await other.close()
