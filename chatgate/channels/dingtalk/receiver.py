@@ -11,6 +11,7 @@ from typing import Any
 from chatgate.channels.dingtalk.delivery import DingTalkDelivery
 from chatgate.channels.dingtalk.inbound import is_stale, to_inbound
 from chatgate.core.dispatcher import Dispatcher
+from chatgate.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class Receiver:
 
     async def receive(self, data: Mapping[str, Any]) -> Outcome:
         """Accept one callback; raises ``BadRequest`` when it is not a robot message."""
+        if not isinstance(data, Mapping):
+            raise BadRequest("callback data is not a JSON object")
         inbound = to_inbound(data, robot_code=self._robot_code)
         if is_stale(inbound, now=self._clock(), max_age=self._max_age):
             age = self._clock() - inbound.created_at
