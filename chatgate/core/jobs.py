@@ -29,8 +29,9 @@ IMAGES_META = "images"
 # Set on an answer served from the answer cache, for the logs and the answer page.
 CACHE_META = "cache"
 
-# Told about every answer a job finished (done or failed), with its final record. Hooks run
-# inside the job's task and must not block: start a task for anything slow (a push, say).
+# Told about every answer a job finished (done or failed), with its final record; or, for
+# ``on_started``, about every job that starts calling the model. Hooks run inside the job's
+# task and must not block: start a task for anything slow (a push, say).
 FinishedHook = Callable[[AnswerRecord], None]
 
 
@@ -44,6 +45,14 @@ class TextFilter(Protocol):
     def feed(self, chunk: str) -> str: ...
 
     def flush(self) -> str: ...
+
+
+def _notify(hooks: list[FinishedHook], record: AnswerRecord, what: str) -> None:
+    for hook in hooks:
+        try:
+            hook(record)
+        except Exception:  # one broken listener must not fail the answer or the others
+            log.exception("answer %s: a %s-hook failed", record.id, what)
 
 
 def pseudonym(conversation: str) -> str:
@@ -92,6 +101,15 @@ class AnswerJobs:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._direct = 0  # jobs run by ``run`` in their callers' tasks
         self._finished_hooks: list[FinishedHook] = []
+        self._started_hooks: list[FinishedHook] = []
+
+    def on_started(self, hook: FinishedHook) -> None:
+        """Call ``hook`` with the answer's record when its job gets to call the model.
+
+        That is after the conversation's earlier jobs and a provider slot, so a channel can
+        show "typing" only while the model is actually answering.
+        """
+        self._started_hooks.append(hook)
 
     def on_finished(self, hook: FinishedHook) -> None:
         """Call ``hook`` with the final record of every answer a job of this process finishes.
@@ -102,13 +120,8 @@ class AnswerJobs:
         self._finished_hooks.append(hook)
 
     def _finished(self, record: AnswerRecord | None) -> None:
-        if record is None:
-            return
-        for hook in self._finished_hooks:
-            try:
-                hook(record)
-            except Exception:  # one broken listener must not fail the answer or the others
-                log.exception("answer %s: a finished-hook failed", record.id)
+        if record is not None:
+            _notify(self._finished_hooks, record, "finished")
 
     async def enqueue(self, answer: AnswerRecord) -> None:
         """The in-process ``JobQueue``: start the job in this process."""
@@ -190,6 +203,7 @@ class AnswerJobs:
         shield = self._text_filter() if self._text_filter is not None else None
         try:
             async with self._provider_slot(answer.conversation), asyncio.timeout(self._timeout):
+                _notify(self._started_hooks, answer, "started")
                 async for chunk in self._provider.stream(request):
                     shown = shield.feed(chunk) if shield is not None and chunk else chunk
                     if shown:

@@ -42,6 +42,24 @@ async def test_finished_hooks_get_the_final_record_of_done_and_failed_answers(
     assert seen[1].text.endswith("sorry")
 
 
+async def test_started_hooks_run_when_the_job_calls_the_model_in_conversation_order(
+    core: Core, provider: ScriptedProvider
+) -> None:
+    started: list[str] = []
+    core.jobs.on_started(lambda record: started.append(record.question))
+    gate = asyncio.Event()
+    provider.scripts["first"] = Script(["a"], gate=gate)
+    first = await core.dispatcher.accept(msg("first", 1))
+    second = await core.dispatcher.accept(msg("second", 2))
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert started == ["first"]  # the second waits for the first: not started yet
+    gate.set()
+    await finished(core, first.answer.id)
+    await finished(core, second.answer.id)
+    assert started == ["first", "second"]
+
+
 async def test_a_failing_hook_neither_fails_the_answer_nor_silences_the_next_hook(
     core: Core,
 ) -> None:
