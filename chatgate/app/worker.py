@@ -26,7 +26,7 @@ from chatgate.core.jobs import AnswerJobs
 from chatgate.core.queue import Settle
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.errors import StoreError
-from chatgate.store.base import AnswerKind, AnswerRecord
+from chatgate.store.base import AnswerRecord
 from chatgate.store.redis import RedisStore
 from chatgate.store.redis_queue import Job, JobStream, RedisJobQueue
 
@@ -36,8 +36,6 @@ _READ_BLOCK = 2.0
 _BACKOFF_MAX = 5.0
 # A consumer silent this long with nothing pending is a worker that is gone: forget it.
 _FORGET_CONSUMERS_AFTER = 24 * 3600.0
-# How far back a job looks for earlier unfinished answers of its conversation.
-_EARLIER = 50
 
 
 def lease_name(conversation: str) -> str:
@@ -202,10 +200,7 @@ class StreamWorker:
 
     async def _due(self, answer: AnswerRecord) -> list[AnswerRecord]:
         """The conversation's unfinished model answers up to ``answer``, oldest first."""
-        recent = await self._store.conversation_answers(answer.conversation, limit=_EARLIER)
-        due = [
-            a for a in recent if a.kind is AnswerKind.LLM and not a.finished and a.seq <= answer.seq
-        ]
+        due = await self._store.unfinished_in(answer.conversation, answer.seq)
         return due if any(a.id == answer.id for a in due) else [*due, answer]
 
     async def _settled(self, answer: AnswerRecord) -> None:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # then the clock decides (and purge_expired may delete it earlier).
 GRACE = 60.0
 _META = "m:"
+_TEXT_ONLY = "text"  # what APPEND_TEXT publishes
 _BATCH = 50
 _PURGE_BATCH = 500
 # A blocked XREADGROUP must come back well within this.
@@ -174,7 +175,10 @@ class RedisStore:
         self._client: Redis | None = None
         self._subs: Subscriptions | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        # Every change of an answer (watchers), and every change but streamed text (waiters
+        # for the finish, which need not read the record once per chunk).
         self._answer_feed = ChangeFeed()
+        self._status_feed = ChangeFeed()
         self._lock_feed = ChangeFeed()
         self._opening = asyncio.Lock()
 
@@ -213,6 +217,7 @@ class RedisStore:
                     "APPEND_TEXT",
                     "UPDATE_ANSWER",
                     "MARK_DELIVERED",
+                    "UNFINISHED_IN",
                     "RECENT_TURNS",
                     "RESET_CONTEXT",
                     "DELETE_CONVERSATION",
@@ -255,15 +260,21 @@ class RedisStore:
             return await self._scripts[script](keys=list(keys), args=list(args))
 
     # -- live feed ------------------------------------------------------------------------
-    def _published(self, channel: str) -> None:
+    def _published(self, channel: str, data: str) -> None:
         answers, locks = self.keys.answer_channel(""), self.keys.lock_channel("")
         if channel.startswith(answers):
-            self._answer_feed.notify(channel[len(answers) :])
+            self._changed(channel[len(answers) :], text_only=data == _TEXT_ONLY)
         elif channel.startswith(locks):
             self._lock_feed.notify(channel[len(locks) :])
 
+    def _changed(self, answer_id: str, *, text_only: bool = False) -> None:
+        self._answer_feed.notify(answer_id)
+        if not text_only:
+            self._status_feed.notify(answer_id)
+
     def _reconnected(self) -> None:
         self._answer_feed.notify_all()
+        self._status_feed.notify_all()
         self._lock_feed.notify_all()
 
     def _subscribed(
@@ -310,7 +321,7 @@ class RedisStore:
                 *_fields(record),
             ],
         )
-        self._answer_feed.notify(record.id)
+        self._changed(record.id)
         return record.with_changes(seq=int(seq), meta=dict(record.meta))
 
     async def _read(self, answer_ids: Sequence[str]) -> list[AnswerRecord | None]:
@@ -344,7 +355,7 @@ class RedisStore:
             [chunk, _num(self._clock()), self.keys.answer_channel(answer_id)],
         )
         if changed:
-            self._answer_feed.notify(answer_id)
+            self._changed(answer_id, text_only=True)
 
     async def update_answer(
         self,
@@ -375,7 +386,7 @@ class RedisStore:
         )
         record = _record(raw)
         if record is not None:
-            self._answer_feed.notify(answer_id)
+            self._changed(answer_id)
         return record
 
     async def mark_delivered(self, answer_id: str, upto: int) -> AnswerRecord | None:
@@ -386,7 +397,7 @@ class RedisStore:
         )
         record = _record(raw)
         if record is not None:
-            self._answer_feed.notify(answer_id)
+            self._changed(answer_id)
         return record
 
     async def wait_answer(self, answer_id: str, timeout: float) -> AnswerRecord | None:  # noqa: ASYNC109
@@ -395,7 +406,7 @@ class RedisStore:
         async with self._subscribed(self.keys.answer_channel(answer_id), min(timeout, 2.0)):
             remaining = max(0.0, deadline - loop.time())
             return await wait_finished(
-                self._answer_feed, self.get_answer, answer_id, remaining, self._poll
+                self._status_feed, self.get_answer, answer_id, remaining, self._poll
             )
 
     async def watch_answer(self, answer_id: str) -> AsyncIterator[AnswerRecord]:
@@ -435,6 +446,19 @@ class RedisStore:
                 if len(found) == limit:
                     return found[::-1]
         return found[::-1]
+
+    async def unfinished_in(self, conversation: str, upto_seq: int) -> list[AnswerRecord]:
+        """The conversation's unfinished model answers with ``seq <= upto_seq``, oldest first.
+
+        Not part of the Store protocol: what a Redis worker must answer before a job.
+        """
+        ids = await self._run(
+            "UNFINISHED_IN",
+            [self.keys.conversation_answers(conversation)],
+            [self.keys.answer(""), upto_seq],
+        )
+        records = await self._read(_strs(ids))
+        return [r for r in records if r is not None and not r.finished]
 
     # -- conversations --------------------------------------------------------------------
     async def append_turns(self, conversation: str, turns: Sequence[Turn]) -> None:
@@ -495,7 +519,7 @@ class RedisStore:
             self.keys.lua_prefixes(),
         )
         for answer_id in ids:
-            self._answer_feed.notify(answer_id)
+            self._changed(answer_id)
 
     # -- small keyed values ---------------------------------------------------------------
     async def kv_get(self, key: str) -> str | None:

@@ -47,7 +47,7 @@ class _Channel:
 class Subscriptions:
     """Reference-counted subscriptions on one pub/sub connection, and the task reading it.
 
-    ``on_message(channel)`` is called for every message published to a held channel;
+    ``on_message(channel, data)`` is called for every message published to a held channel;
     ``on_reconnect()`` after the connection came back (read everything again).
     """
 
@@ -55,7 +55,7 @@ class Subscriptions:
         self,
         client: Redis,
         alive_channel: str,
-        on_message: Callable[[str], None],
+        on_message: Callable[[str, str], None],
         on_reconnect: Callable[[], None],
         *,
         linger: float = LINGER,
@@ -70,6 +70,7 @@ class Subscriptions:
         self._reader: asyncio.Task[None] | None = None
         self._sending = asyncio.Lock()
         self._connected = asyncio.Event()
+        self._next_drop = 0.0
 
     async def start(self) -> None:
         """Open the connection and start reading; returns once Redis confirmed it."""
@@ -169,7 +170,7 @@ class Subscriptions:
         kind = message.get("type")
         channel = message.get("channel")
         if kind == "message" and isinstance(channel, str):
-            self._on_message(channel)
+            self._on_message(channel, str(message.get("data") or ""))
         elif kind == "subscribe" and isinstance(channel, str):
             state = self._channels.get(channel)
             if state is not None:
@@ -188,6 +189,11 @@ class Subscriptions:
         ]
 
     async def _drop_idle(self) -> None:
+        # At most about once a second: a busy gateway holds thousands of channels.
+        now = asyncio.get_running_loop().time()
+        if now < self._next_drop:
+            return
+        self._next_drop = now + 1.0
         if not self._idle():
             return
         async with self._sending:

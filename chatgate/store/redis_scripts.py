@@ -122,7 +122,8 @@ end
 return out
 """
 
-# KEYS: answer, text. ARGV: chunk, now, channel
+# KEYS: answer, text. ARGV: chunk, now, channel. Publishes "text": only the text grew (every
+# other change publishes ""), so waiters for the finish need not read the record again.
 APPEND_TEXT = (
     _COMMON
     + """
@@ -131,7 +132,7 @@ if not status or TERMINAL[status] then return 0 end
 redis.call('APPEND', KEYS[2], ARGV[1])
 follow_ttl(KEYS[2], KEYS[1])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-redis.call('PUBLISH', ARGV[3], '')
+redis.call('PUBLISH', ARGV[3], 'text')
 return 1
 """
 )
@@ -178,6 +179,20 @@ if tonumber(ARGV[1]) > upto then
   redis.call('PUBLISH', ARGV[3], '')
 end
 return record(KEYS[1], KEYS[2])
+"""
+)
+
+# KEYS: conversation's answers. ARGV: answer key prefix, highest seq.
+# Ids of the conversation's unfinished model answers up to that seq, oldest first.
+UNFINISHED_IN = (
+    _COMMON
+    + """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'kind', 'status')
+  if f[1] == LLM and f[2] and not TERMINAL[f[2]] then out[#out + 1] = id end
+end
+return out
 """
 )
 

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatgate.errors import StoreError
-from chatgate.store.base import AnswerStatus
+from chatgate.store.base import AnswerRecord, AnswerStatus
 from chatgate.store.redis import GRACE, RedisStore
 from chatgate.store.redis_feed import Subscriptions
 from tests.redis_server import RedisServer, started_server, unique_prefix
@@ -62,6 +62,33 @@ async def test_streamed_text_reaches_a_watcher_of_another_store_chunk_by_chunk(
         await writer.update_answer("a1", status=AnswerStatus.DONE)
         assert (await anext(watch)).finished
     await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_waiter_for_the_finish_does_not_read_the_record_again_per_streamed_chunk(
+    deaf_pair: list[RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, reader = deaf_pair
+    await writer.create_answer(make_answer("a1", status=AnswerStatus.RUNNING))
+    reads = 0
+    read = reader.get_answer
+
+    async def counted(answer_id: str) -> AnswerRecord | None:
+        nonlocal reads
+        reads += 1
+        return await read(answer_id)
+
+    monkeypatch.setattr(reader, "get_answer", counted)
+    waiter = asyncio.create_task(reader.wait_answer("a1", timeout=3600))
+    await asyncio.sleep(SETTLE)
+    for _ in range(20):
+        await writer.append_answer_text("a1", "字")
+    await asyncio.sleep(SETTLE)
+    assert not waiter.done()
+    await writer.update_answer("a1", status=AnswerStatus.DONE)
+    async with asyncio.timeout(WITHIN):
+        record = await waiter
+    assert record is not None and record.text == "字" * 20
+    assert reads <= 3  # once at the start, once at the finish (and one spare)
 
 
 async def test_a_lock_released_by_another_store_wakes_its_waiter_through_pubsub(
@@ -169,6 +196,7 @@ async def test_waits_leave_no_subscription_behind_once_they_linger_out(
             await asyncio.sleep(0.05)
         assert len(subs) == 0
         assert len(store._answer_feed) == 0
+        assert len(store._status_feed) == 0
     finally:
         await store.close()
 
@@ -276,3 +304,29 @@ async def test_a_lease_is_renewed_while_held_and_its_body_stopped_when_it_is_los
     finally:
         await store.close()
         await other.close()
+
+
+async def test_unfinished_in_lists_a_conversations_unfinished_model_answers_up_to_a_seq(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from chatgate.store.base import AnswerKind
+    from tests.store.support import OTHER_CONV
+
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    await store.open()
+    try:
+        done = AnswerStatus.DONE
+        await store.create_answer(make_answer("done", status=done, text="x"))
+        running = await store.create_answer(make_answer("running", status=AnswerStatus.RUNNING))
+        await store.create_answer(make_answer("fetch", kind=AnswerKind.FETCH))
+        queued = await store.create_answer(make_answer("queued"))
+        await store.create_answer(make_answer("theirs", conversation=OTHER_CONV))
+        await store.create_answer(make_answer("later"))
+
+        upto_queued = await store.unfinished_in(CONV, queued.seq)
+        assert [a.id for a in upto_queued] == ["running", "queued"]
+        assert [a.id for a in await store.unfinished_in(CONV, running.seq)] == ["running"]
+        await store.update_answer("running", status=AnswerStatus.FAILED, text="sorry")
+        assert [a.id for a in await store.unfinished_in(CONV, queued.seq)] == ["queued"]
+    finally:
+        await store.close()
