@@ -136,7 +136,7 @@ async def test_the_watchdog_replaces_a_connection_that_stopped_answering(
     sim: DingTalkSim,
 ) -> None:
     handler = Handler()
-    async with running(sim, handler, ping_interval=0.2, pong_timeout=0.3):
+    async with running(sim, handler, ping_interval=0.3, pong_timeout=1.0):
         await sim.gateway.wait_connections(1)
         await sim.send_text("u1", "之前")
         assert sim.gateway.stall() == 1  # no pongs, no frames: a half-dead socket
