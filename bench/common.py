@@ -1,0 +1,88 @@
+"""Shared pieces of the bench suite: result rows, percentiles, a gateway child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_LIMIT = 30.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    bench: str
+    figure: str
+    value: str
+    note: str = ""
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``; 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a gateway child: ours without CHATGATE_*, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGATE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(settings)
+    return env
+
+
+@asynccontextmanager
+async def gateway_process(settings: Mapping[str, str]) -> AsyncIterator[str]:
+    """``python -m chatgate serve`` with ``settings`` (CHATGATE_* names); yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Jobs still running when a bench ends are throwaway: no need to drain them for long.
+    env = child_env({"CHATGATE_SHUTDOWN_GRACE": "1", **settings, "CHATGATE_PORT": str(port)})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chatgate",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(STARTUP_LIMIT), httpx.AsyncClient() as client:
+            while True:
+                if proc.returncode is not None:
+                    raise RuntimeError(f"the gateway exited with {proc.returncode}")
+                try:
+                    if (await client.get(url + "/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
