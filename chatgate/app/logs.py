@@ -22,8 +22,14 @@ LogFormat = Literal["text", "json"]
 MASK = "***"
 # Shorter "secrets" (a test token "abc") would mask ordinary words; real ones are longer.
 _MIN_SECRET = 6
-# Attributes every LogRecord has; anything else was passed in ``extra=`` and is logged too.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", *FIELDS}
+# Attributes every LogRecord has; anything else was passed in ``extra=`` and is logged too
+# (but not uvicorn's ``color_message``, the same message with terminal colours).
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+    *FIELDS,
+}
 
 
 class ContextFilter(logging.Filter):

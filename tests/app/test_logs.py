@@ -91,7 +91,9 @@ def test_configure_logging_replaces_the_root_handlers_and_quiets_http_clients() 
     out = io.StringIO()
     try:
         configure_logging("info", "json", stream=out)
-        logging.getLogger("uvicorn.error").info("Started server process")
+        logging.getLogger("uvicorn.error").info(
+            "Started server process", extra={"color_message": "Started \x1b[36m…"}
+        )
         logging.getLogger("httpx").info("HTTP Request: GET https://api/?access_token=t")
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
     finally:
@@ -102,6 +104,7 @@ def test_configure_logging_replaces_the_root_handlers_and_quiets_http_clients() 
         root.setLevel(saved_level)
         logging.getLogger("httpx").setLevel(logging.NOTSET)
     assert [line["logger"] for line in lines] == ["uvicorn.error"]
+    assert "color_message" not in lines[0]
 
 
 async def test_a_conversation_logs_no_message_text_and_no_secret_at_info() -> None:
