@@ -117,3 +117,31 @@ async def test_metrics_count_pushes_api_errors_and_token_refreshes_in_hybrid_mod
     assert value(text, "chatgate_token_refreshes_total", platform="wechat_mp") == api.token_calls()
     assert api.token_calls() >= 1
     assert value(text, "chatgate_llm_calls_total", provider="openai") == 3
+
+
+async def test_metrics_count_dingtalk_deliveries_webhook_errors_and_token_refreshes(
+    llm: LLM,
+) -> None:
+    from tests.e2e.test_dingtalk import dingtalk
+
+    async with dingtalk(llm, "stream") as dt, httpx.AsyncClient() as client:
+        await dt.sim.send_text("u1", "你好 [delay=1]")
+        await dt.sim.wait_shown("u1")
+        await dt.sim.send_text("u2", "慢一点的问题 [delay=2]")
+        dt.sim.expire_sessions("u2")  # the sessionWebhook answers 300001: the OpenAPI instead
+        [shown] = await dt.sim.wait_shown("u2")
+        text = (await client.get(dt.gw.url + "/metrics")).text
+
+    assert shown.via == "openapi"
+
+    def metric(name: str, **labels: str) -> float | None:
+        return value(text, name, **labels)
+
+    assert metric("chatgate_messages_received_total", channel="dingtalk", kind="text") == 2
+    assert metric("chatgate_tries_total", channel="dingtalk", attempt="1") == 2
+    assert metric("chatgate_deliveries_total", channel="dingtalk", path="push") == 2
+    assert total(text, "chatgate_deliveries_total") == 2
+    assert metric("chatgate_platform_api_errors_total", platform="dingtalk", code="300001") == 1
+    assert metric("chatgate_token_refreshes_total", platform="dingtalk") == 1
+    assert total(text, "chatgate_answers_lost_total") == 0
+    assert value(text, "chatgate_llm_calls_total", provider="openai") == 2
