@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from chatgate.channels.wechat_mp.api import WeChatAPI, WeChatHTTP
+from chatgate.channels.wechat_mp.api import API_CONCURRENCY, WeChatAPI, WeChatHTTP
 from chatgate.channels.wechat_mp.inbound import CHANNEL
 from chatgate.channels.wechat_mp.push import Pusher
 from chatgate.channels.wechat_mp.push_window import HybridWindow, PushWindow
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 # Per request; the client retries transient failures a few times on top.
 API_TIMEOUT = 10.0
-# WeChat API calls in flight at once from one process.
-API_CONCURRENCY = 16
 
 
 def push_window(
@@ -45,7 +43,7 @@ def push_window(
     )
     client = httpx.AsyncClient(timeout=API_TIMEOUT, limits=limits)
     services.on_shutdown.append(client.aclose)
-    http = WeChatHTTP(client, settings.wechat_api_base, concurrency=API_CONCURRENCY, telemetry=services.telemetry)
+    http = WeChatHTTP(client, settings.wechat_api_base, telemetry=services.telemetry)
     store = services.store
     tokens = TokenManager(
         store,
@@ -69,6 +67,7 @@ def push_window(
         clock=clock,
         telemetry=services.telemetry,
     )
+    services.jobs.on_started(pusher.job_started)
     services.jobs.on_finished(pusher.job_finished)
     services.on_startup.append(pusher.resume)
 

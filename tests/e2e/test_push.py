@@ -281,11 +281,14 @@ async def test_a_push_cut_short_by_a_crash_is_resumed_after_restart_once(
     question = "推送途中进程崩溃 [len=3000]"
     async with GatewayProcess(llm.url, **push_settings(api, "push", store=store)) as gw:
         wechat = wechat_for(gw.wechat_url, api)
-        # WeChat is busy: the push backs off after the first refusal, and the process dies then.
-        api.sim.fail_next(2, errcode=-1)
+        # WeChat is busy: the push backs off 1 s, then 2 s; the process dies in the second
+        # wait (0.5 s in, clear of both sends), holding no lock.
+        api.sim.fail_next(3, errcode=-1)
         await wechat.send_text(USER, question)
-        await until(lambda: bool(api.sim.errcodes()))
+        await until(lambda: len(api.sim.errcodes()) == 2)
+        await asyncio.sleep(0.5)
         await gw.stop(signal.SIGKILL)
+        assert api.sim.errcodes() == [-1, -1]
         assert api.sim.received(USER) == []
         await gw.start()
         await until(lambda: len(api.sim.received(USER)) == 2)

@@ -25,6 +25,8 @@ from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://api.weixin.qq.com"
+# Calls in flight at once from one process; more wait their turn.
+API_CONCURRENCY = 16
 SEND_PATH = "/cgi-bin/message/custom/send"
 TYPING_PATH = "/cgi-bin/message/custom/typing"
 
@@ -96,7 +98,7 @@ class WeChatHTTP:
         *,
         retry: RetryPolicy = RetryPolicy(),
         timeout: float = 10.0,
-        concurrency: int = 16,
+        concurrency: int = API_CONCURRENCY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:

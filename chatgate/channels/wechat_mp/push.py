@@ -48,7 +48,7 @@ from chatgate.core.splitting import utf8_len
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.core.telemetry import LOST_GIVEN_UP, NO_TELEMETRY, PUSH, Telemetry, unseen
 from chatgate.core.texts import Texts
-from chatgate.store.base import AnswerRecord, Store
+from chatgate.store.base import AnswerRecord, AnswerStatus, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ DONE = "done"
 PENDING_KEY = "wechat_mp:pending-pushes"
 # How long an account that got 48001 is answered passively before push is tried again.
 FORBIDDEN_FOR = 24 * 3600.0
+# How long this process trusts what it last read about that.
+FORBIDDEN_RECHECK = 10.0
 # Each part is sent under the answer's lock; the lock is not renewed, so the send gives up
 # (as a transient failure) well before the lock would expire.
 SEND_LOCK_TTL = 45.0
@@ -87,29 +89,49 @@ class Planned:
 
 
 class PendingPushes:
-    """Ids of answers handed to push and not yet done, in the store for ``resume``."""
+    """Ids of answers handed to push and not yet done, in the store for ``resume``.
+
+    Changes are group-committed: a write waits ``BATCH_DELAY`` for the changes arriving meanwhile
+    and takes them along, so hundreds of answers in flight cost a few writes a second.
+    ``add`` and ``remove`` return once their change is in the store.
+    """
+
+    BATCH_DELAY = 0.05
 
     def __init__(self, store: Store, ttl: float) -> None:
         self._store = store
         self._ttl = ttl
-        self._local = asyncio.Lock()
+        self._writing = asyncio.Lock()
+        self._adds: set[str] = set()
+        self._removes: set[str] = set()
 
     async def add(self, answer_id: str) -> None:
-        await self._change(lambda ids: ids if answer_id in ids else [*ids, answer_id])
+        self._removes.discard(answer_id)
+        self._adds.add(answer_id)
+        await self._commit()
 
     async def remove(self, answer_id: str) -> None:
-        await self._change(lambda ids: [i for i in ids if i != answer_id])
+        self._adds.discard(answer_id)
+        self._removes.add(answer_id)
+        await self._commit()
 
     async def ids(self) -> list[str]:
         return self._parse(await self._store.kv_get(PENDING_KEY))
 
-    async def _change(self, change: Callable[[list[str]], list[str]]) -> None:
-        # One writer per process queues locally; the store's lock orders the processes.
-        async with self._local, self._store.lock(PENDING_KEY + ":lock", ttl=10.0):
-            ids = self._parse(await self._store.kv_get(PENDING_KEY))
-            changed = change(ids)
-            if changed != ids:
-                await self._store.kv_set(PENDING_KEY, json.dumps(changed), ttl=self._ttl)
+    async def _commit(self) -> None:
+        async with self._writing:
+            if not self._adds and not self._removes:
+                return  # an earlier commit took this change along
+            await asyncio.sleep(self.BATCH_DELAY)
+            adds, removes = self._adds, self._removes
+            self._adds, self._removes = set(), set()
+            # The store's lock orders this read-modify-write against other processes.
+            async with self._store.lock(PENDING_KEY + ":lock", ttl=10.0):
+                ids = self._parse(await self._store.kv_get(PENDING_KEY))
+                kept = [i for i in ids if i not in removes]
+                changed = kept + sorted(adds.difference(kept))
+                if changed != ids:
+                    await self._store.kv_set(PENDING_KEY, json.dumps(changed), ttl=self._ttl)
 
     @staticmethod
     def _parse(raw: str | None) -> list[str]:
@@ -152,6 +174,7 @@ class Pusher:
         self._delivery = Delivery(store, surface, texts, answer_ttl=answer_ttl, clock=clock)
         self._pending = PendingPushes(store, answer_ttl)
         self._local = KeyedLocks()
+        self._forbidden: dict[str, tuple[bool, float]] = {}
         self._retry = retry
         self._sleep = sleep
         self._number_bytes = utf8_len(texts.part_number.format(index=99, total=99))
@@ -159,8 +182,17 @@ class Pusher:
 
     # -- entry points ---------------------------------------------------------------------
     async def forbidden(self, account: str) -> bool:
-        """Whether this account got 48001 lately: answer its users passively."""
-        return await self._store.kv_get(forbidden_key(account)) is not None
+        """Whether this account got 48001 lately: answer its users passively.
+
+        Asked on every webhook, so the answer is remembered here for a few seconds.
+        """
+        now = self._clock()
+        known = self._forbidden.get(account)
+        if known is not None and now < known[1]:
+            return known[0]
+        value = await self._store.kv_get(forbidden_key(account)) is not None
+        self._forbidden[account] = (value, now + FORBIDDEN_RECHECK)
+        return value
 
     async def hand_over(self, answer: AnswerRecord, *, interacted: float) -> None:
         """Make ``answer`` a pushed one (unless given back already) and see it delivered.
@@ -173,12 +205,24 @@ class Pusher:
             if updated is None:
                 return
             answer = updated
-        if handed_off(answer):
-            self._spawn(self._follow(answer, interacted), f"push-follow:{answer.id}")
+        if not handed_off(answer):
+            return
+        if answer.status is AnswerStatus.RUNNING:  # its job started before it was handed over
+            self._show_typing(answer, interacted)
+        self._spawn(self._follow(answer), f"push-follow:{answer.id}")
+
+    def job_started(self, record: AnswerRecord) -> None:
+        """The answer jobs' started-hook: show typing while the model answers."""
+        if record.conversation.startswith(CHANNEL + ":") and handed_off(record):
+            self._show_typing(record, record.created_at)
 
     def job_finished(self, record: AnswerRecord) -> None:
         """The answer jobs' finished-hook: push the answers handed to push."""
-        if record.conversation.startswith(CHANNEL + ":") and handed_off(record):
+        if not record.conversation.startswith(CHANNEL + ":"):
+            return
+        if self._typing is not None:
+            self._typing.finished(record.id)
+        if handed_off(record):
             self._spawn(self.push(record.id), f"push:{record.id}")
 
     async def resume(self) -> None:
@@ -236,17 +280,16 @@ class Pusher:
             # Shutting down: ``resume`` picks it up on the next start.
             log.info("%s left for the next start: shutting down", name)
 
-    async def _follow(self, answer: AnswerRecord, interacted: float) -> None:
+    def _show_typing(self, answer: AnswerRecord, interacted: float) -> None:
+        if self._typing is not None:
+            user = ConversationKey.parse(answer.conversation).user
+            self._typing.show(user, answer.id, interacted)
+
+    async def _follow(self, answer: AnswerRecord) -> None:
         await self._pending.add(answer.id)
         current = await self._store.get_answer(answer.id)
-        if current is None:
-            return
-        if current.finished:
+        if current is not None and current.finished:
             await self.push(answer.id)
-        elif self._typing is not None:
-            self._typing.show(
-                ConversationKey.parse(current.conversation).user, answer.id, interacted
-            )
 
     async def _send_next(
         self, answer_id: str, max_bytes: int
@@ -287,11 +330,15 @@ class Pusher:
             if unseen(record):
                 self._telemetry.delivered(CHANNEL, PUSH)
             await self._store.mark_delivered(answer_id, part.upto)
-            counted = await self._store.update_answer(answer_id, meta={PUSH_SENT: str(sent + 1)})
+            meta = {PUSH_SENT: str(sent + 1)}
+            if part.last:
+                meta[PUSH_STATE] = DONE
+            counted = await self._store.update_answer(answer_id, meta=meta)
             if counted is None:  # deleted meanwhile (the user unsubscribed)
                 return None
             if part.last:
-                await self._finish(counted)
+                await self._pending.remove(answer_id)
+                log.info("answer %s pushed in %d messages", answer_id, sent + 1)
                 return None
             if part.capped:
                 log.info(
@@ -356,6 +403,7 @@ class Pusher:
         if exc.kind is ErrorKind.FORBIDDEN:
             already = await self.forbidden(account)
             await self._store.kv_set(forbidden_key(account), str(exc.errcode), ttl=FORBIDDEN_FOR)
+            self._forbidden[account] = (True, self._clock() + FORBIDDEN_RECHECK)
             if not already:
                 log.error(
                     "WeChat account %s may not push (%s). Its users are answered in replies "

@@ -92,9 +92,15 @@ class TokenManager:
         self._lock_name = refresh_lock_name(source, appid)
         # Callers in this process queue here, so only one of them waits on the store's lock.
         self._local = asyncio.Lock()
+        # The last token this process read or fetched: the store is read again once it is due
+        # for a refresh, or when WeChat refuses it.
+        self._memo: CachedToken | None = None
 
     async def get(self) -> str:
-        cached = await self._read()
+        memo = self._memo
+        if memo is not None and self._clock() < memo.refresh_at:
+            return memo.value
+        cached = self._memo = await self._read()
         if cached is not None and self._clock() < cached.refresh_at:
             return cached.value
         return await self._refresh(None if cached is None else cached.value, rejected=False)
@@ -109,7 +115,7 @@ class TokenManager:
     async def _refresh(self, stale: str | None, *, rejected: bool) -> str:
         async with self._local, self._store.lock(self._lock_name, ttl=self._lock_ttl):
             # Whoever held the lock before us may have refreshed already.
-            cached = await self._read()
+            cached = self._memo = await self._read()
             now = self._clock()
             if cached is not None and now < cached.expires_at:
                 if cached.value != stale:
@@ -127,6 +133,7 @@ class TokenManager:
             await self._store.kv_set(
                 self._key, fresh.to_json(), ttl=max(1.0, fresh.expires_at - self._clock())
             )
+            self._memo = fresh
             log.info(
                 "new WeChat access token from %s, valid %.0fs",
                 self._source,

@@ -28,6 +28,7 @@ NEEDS_INTERACTION = 1.6
 @pytest.fixture
 def wechat(monkeypatch: pytest.MonkeyPatch) -> WeChatAPISim:
     monkeypatch.setattr(typing_module, "LASTS", LASTS)
+    monkeypatch.setattr(typing_module, "SHOW_AFTER", 0.0)
     monkeypatch.setattr(typing_module, "NEEDS_INTERACTION", NEEDS_INTERACTION)
     monkeypatch.setattr(typing_module, "_RENEW_MARGIN", 0.05)
     monkeypatch.setattr(typing_module, "_LATE_MARGIN", 0.3)
@@ -121,4 +122,37 @@ async def test_typing_refused_by_wechat_ends_quietly_and_stop_cancels_it(
     await asyncio.sleep(0.1)
     await typing.stop(second.id)
     assert supervisor.active == 0
+    assert len(wechat.typing) == 1
+
+
+async def test_an_answer_ready_within_a_second_gets_no_indicator(
+    wechat: WeChatAPISim, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(typing_module, "SHOW_AFTER", 0.5)
+    supervisor = TaskSupervisor(4)
+    typing = indicator(wechat, store, supervisor)
+    answer = await running_answer(store)
+    wechat.user_wrote(USER)
+    typing.show(USER, answer.id, time.time())
+    await asyncio.sleep(0.1)
+    await store.update_answer(answer.id, status=AnswerStatus.DONE, text="quick")
+    assert await ended(supervisor)
+    assert wechat.typing == []
+
+
+async def test_finished_ends_the_loop_at_once_without_waiting_for_the_next_renewal(
+    wechat: WeChatAPISim, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(typing_module, "LASTS", 30.0)  # the next renewal is far away
+    supervisor = TaskSupervisor(4)
+    typing = indicator(wechat, store, supervisor)
+    answer = await running_answer(store)
+    wechat.user_wrote(USER)
+    typing.show(USER, answer.id, time.time())
+    for _ in range(100):
+        if wechat.typing:
+            break
+        await asyncio.sleep(0.02)
+    typing.finished(answer.id)
+    assert await ended(supervisor, within=1.0)
     assert len(wechat.typing) == 1
