@@ -4,8 +4,8 @@ uvicorn's own SIGTERM handling stops listening at once and then waits for open c
 new webhooks would meet a closed port. Here the first SIGTERM (or Ctrl+C) only starts the
 drain (``Lifecycle``): the port stays open and answers webhooks with 503 + Retry-After, the
 running answer jobs get ``CHATGATE_SHUTDOWN_GRACE`` seconds to finish, then uvicorn is asked
-to exit — it closes the port, lets requests in flight end (within what is left of the grace),
-and the lifespan cancels any job still running, which the next start resumes. A second
+to exit — it closes the port, lets requests in flight end (a few seconds at most), and the
+lifespan cancels any job still running, which the next start resumes. A second
 signal skips the wait; a third forces the exit.
 """
 
@@ -27,8 +27,10 @@ from chatgate.core.tasks import TaskSupervisor
 log = logging.getLogger(__name__)
 
 # uvicorn waits at least this long for requests in flight after the drain, even when the
-# grace is used up: a try holding for its answer gets to write it.
-MIN_REQUEST_GRACE = 1
+# grace is used up: a WeChat try is held at most ~6 s (past WeChat's 5 s, see the passive
+# window), so every try in flight ends as it would have — its answer, the placeholder on a
+# last try — instead of being cut. Shutdown takes at most the grace plus this.
+MIN_REQUEST_GRACE = 7
 
 
 class GatewayServer(uvicorn.Server):
