@@ -95,7 +95,7 @@ class Turn:
 
 @runtime_checkable
 class Store(Protocol):
-    """Everything chatgate remembers. Implementations: memory, sqlite (default)."""
+    """Everything chatgate remembers. Implementations: memory, sqlite (default), redis."""
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:

@@ -4,7 +4,8 @@ Nothing else spells a key: the store, the job stream and the Lua scripts (which 
 key prefixes from here as arguments) all ask this module. Keys by kind:
 
 - temporary, with a Redis expiry: message claims, answers and their text and page tokens, the
-  claims naming an answer, a conversation's answer index, values set with a ttl, locks, leases;
+  claims naming an answer, a conversation's answer index, values set with a ttl, locks (a
+  worker's lease on a conversation is a lock it renews);
 - kept until deleted: conversation turns and context resets, the answer sequence, the indexes
   of unfinished answers and of expiries (trimmed by ``purge_expired``), the job stream.
 """
@@ -68,12 +69,8 @@ class RedisKeys:
         return f"{self.prefix}kv:{key}"
 
     def lock(self, name: str) -> str:
-        """Hash ``o`` (owner token), ``x`` (expires at)."""
+        """Hash ``o`` (owner token), ``x`` (expires at); leases too (``RedisStore.lease``)."""
         return f"{self.prefix}lock:{name}"
-
-    def lease(self, conversation: str) -> str:
-        """String: the owner token of the worker answering the conversation; renewed."""
-        return f"{self.prefix}lease:{conversation}"
 
     # -- live feed (pub/sub channels) -----------------------------------------------------
     def answer_channel(self, answer_id: str) -> str:
