@@ -75,11 +75,20 @@ DELIVERY_META = "delivery"
 # "unread answer" notice — until the channel gives it back by setting ``REPLIES``.
 PUSHED = "push"
 REPLIES = "reply"
+# A push still not done this long after the answer finished is taken to have failed without
+# saying so (a crash at the wrong moment, a bug): replies offer the rest, so nothing is lost.
+PUSH_PATIENCE = 300.0
 
 
-def handed_off(answer: AnswerRecord) -> bool:
-    """Whether a channel is sending this answer itself, so replies must not show it too."""
-    return answer.meta.get(DELIVERY_META) == PUSHED
+def handed_off(answer: AnswerRecord, now: float | None = None) -> bool:
+    """Whether a channel is sending this answer itself, so replies must not show it too.
+
+    With ``now``, a finished answer whose push is overdue (``PUSH_PATIENCE``) no longer is.
+    """
+    if answer.meta.get(DELIVERY_META) != PUSHED:
+        return False
+    finished = answer.finished_at
+    return now is None or finished is None or now - finished < PUSH_PATIENCE
 
 
 def cut_parts(text: str, surface: Surface, start: int = 0) -> list[Part]:
@@ -209,7 +218,7 @@ class Delivery:
         for answer in pending:
             if answer.kind is not AnswerKind.LLM or answer.seq >= fetch.seq:
                 continue
-            if handed_off(answer):
+            if handed_off(answer, self._clock()):
                 pushed = True
                 continue
             return answer, pushed
@@ -251,10 +260,11 @@ class Delivery:
         Answers a channel is still pushing do not count: they arrive without 「1」.
         """
         pending = await self._store.conversation_answers(answer.conversation, undelivered_only=True)
+        now = self._clock()
         others = [
             a
             for a in pending
-            if a.kind is AnswerKind.LLM and a.id != answer.id and not handed_off(a)
+            if a.kind is AnswerKind.LLM and a.id != answer.id and not handed_off(a, now)
         ]
         return self._texts.pending_notice if others else ""
 

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
-from chatgate.core.delivery import DELIVERY_META, PUSHED, REPLIES, handed_off
+from chatgate.core.delivery import (
+    DELIVERY_META,
+    PUSH_PATIENCE,
+    PUSHED,
+    REPLIES,
+    Delivery,
+    Surface,
+    handed_off,
+)
 from chatgate.core.messages import Inbound, Kind
+from chatgate.core.texts import Texts
 from chatgate.errors import ProviderError
 from chatgate.store.base import AnswerRecord, AnswerStatus
-from tests.core.conftest import Core, Script, ScriptedProvider
+from chatgate.store.memory import MemoryStore
+from tests.clock import FrozenClock
+from tests.core.conftest import Core, Script, ScriptedProvider, build_core
 
 PUSH_ME = ((DELIVERY_META, PUSHED),)
 
@@ -104,3 +115,23 @@ async def test_a_pushed_answer_is_neither_fetched_nor_announced_until_given_back
     ready = await core.delivery.ready(fetch.answer, asyncio.get_running_loop().time() + 2)
     assert ready is not None
     assert await core.delivery.reply_text(ready) == "answer to pushed question"
+
+
+async def test_a_push_overdue_long_after_the_answer_finished_is_offered_to_1(
+    store: MemoryStore, provider: ScriptedProvider
+) -> None:
+    clock = FrozenClock()
+    core = build_core(store, provider)
+    delivery = Delivery(store, Surface(max_bytes=2048), Texts(), answer_ttl=3600, clock=clock)
+    pushed = await core.dispatcher.accept(msg("stuck push", 1, reply_to=PUSH_ME))
+    record = await finished(core, pushed.answer.id)
+    clock.now = (record.finished_at or 0) + 10
+    fetch = await core.dispatcher.accept(msg("1", 2))
+    ready = await delivery.ready(fetch.answer, clock.now + 2)
+    assert ready is not None and ready.text == core.texts.arriving  # still being pushed
+    clock.now += PUSH_PATIENCE  # never pushed (its process died, say): 「1」 gets it
+    fetch = await core.dispatcher.accept(msg("1", 3))
+    ready = await delivery.ready(fetch.answer, clock.now + 2)
+    assert ready is not None and ready.text == "answer to stuck push"
+    assert handed_off(record) and not handed_off(record, clock.now)
+    await core.supervisor.drain(1.0)

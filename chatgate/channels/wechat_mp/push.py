@@ -110,9 +110,9 @@ class PendingPushes:
         self._adds.add(answer_id)
         await self._commit()
 
-    async def remove(self, answer_id: str) -> None:
-        self._adds.discard(answer_id)
-        self._removes.add(answer_id)
+    async def remove(self, *answer_ids: str) -> None:
+        self._adds.difference_update(answer_ids)
+        self._removes.update(answer_ids)
         await self._commit()
 
     async def ids(self) -> list[str]:
@@ -226,21 +226,24 @@ class Pusher:
             self._spawn(self.push(record.id), f"push:{record.id}")
 
     async def resume(self) -> None:
-        """At startup: push what a previous run handed to push and did not finish sending.
+        """Push the finished answers handed to push and not done: at startup, what a previous
+        run left; in a worker's maintenance round, what a dead instance left.
 
         Unfinished answers are left to their jobs (recovered before this runs), whose
-        finished-hook pushes them.
+        finished-hook pushes them. Pushing an answer twice at once is harmless.
         """
-        resumed = 0
+        resumed, settled = 0, []
         for answer_id in await self._pending.ids():
             record = await self._store.get_answer(answer_id)
             if record is None or not handed_off(record) or record.meta.get(PUSH_STATE) == DONE:
-                await self._pending.remove(answer_id)
+                settled.append(answer_id)
             elif record.finished:
                 self._spawn(self.push(answer_id), f"push:{answer_id}")
                 resumed += 1
+        if settled:
+            await self._pending.remove(*settled)
         if resumed:
-            log.info("resuming %d pushes a previous run left unfinished", resumed)
+            log.info("resuming %d pushes not finished yet", resumed)
 
     async def push(self, answer_id: str) -> None:
         """Send what is left of a finished answer handed to push; safe to call many times.
