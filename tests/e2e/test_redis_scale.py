@@ -225,3 +225,37 @@ async def test_three_instances_fetch_the_access_token_once(
     for i, user in enumerate(users):
         assert api.received(user) == [expected(llm, f"问题{i}")]
     assert api.token_calls() == 1
+
+
+async def test_push_mode_a_worker_killed_while_pushing_leaves_the_push_to_another_sent_once(
+    llm: LLM, redis_url: str, redis_prefix: str
+) -> None:
+    api = WeChatAPISim(appid=APPID, secret=SECRET)
+    api.fail_next(2, errcode=-1)  # WeChat busy: the push backs off, and the worker dies then
+    question = "推送途中被杀死 [delay=1]"
+    async with api.serve() as api_base:
+        settings = on_redis(
+            redis_url,
+            redis_prefix,
+            job_claim_after=2,
+            wechat_mode="push",
+            wechat_secret=SECRET,
+            wechat_api_base=api_base,
+        )
+        web = GatewayProcess(llm.url, role="web", **settings)
+        workers = [GatewayProcess(llm.url, role="worker", **settings) for _ in range(2)]
+        async with processes(web, *workers):
+            sim = WeChatSim(web.wechat_url, TOKEN, on_message=api.user_wrote)
+            outcome = await sim.send_text("u1", question)
+            assert outcome.kind == "nothing"
+            await until(lambda: api.errcodes() == [-1])  # generated; the push is backing off
+            holder = await job_holder(redis_url, redis_prefix)
+            assert holder is not None  # not acknowledged: the push is not done
+            dying = next(w for w in workers if f":{w.pid}:" in holder)
+            await dying.stop(signal.SIGKILL)
+            await until(lambda: bool(api.received("u1")))
+            await asyncio.sleep(2)  # time for a duplicate push to show, were there one
+            after = await job_holder(redis_url, redis_prefix)
+    assert api.received("u1") == [expected(llm, question)]
+    assert after is None
+    assert llm.questions() == [question]  # the answer was finished: not generated again
