@@ -315,3 +315,18 @@ async def test_a_job_killed_mid_answer_is_pushed_after_restart(
     assert api.sim.received(USER) == [expected(llm, question)]
     # The killed call's answer never reached the store; the recovered job asked again.
     assert llm.questions() == [question, question]
+
+
+async def test_1_while_a_pushed_answer_is_generated_says_it_is_on_its_way(
+    llm: LLM, api: API
+) -> None:
+    question = "还在生成的问题 [delay=4]"
+    async with gateway(llm, api, "push") as gw:
+        wechat = wechat_for(gw.wechat_url, api)
+        await wechat.send_text(USER, question)
+        impatient = await wechat.send_text(USER, "1")
+        assert (impatient.kind, impatient.text) == ("reply", TEXTS.arriving)
+        await until(lambda: bool(api.sim.received(USER)))
+        await settle()
+    assert api.sim.received(USER) == [expected(llm, question)]
+    assert llm.questions() == [question]
