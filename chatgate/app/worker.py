@@ -33,6 +33,8 @@ from chatgate.store.redis_queue import Job, JobStream, RedisJobQueue
 log = logging.getLogger(__name__)
 
 _READ_BLOCK = 2.0
+# A job handed out this many times failed that often (a bug, not a dead worker): give it up.
+MAX_DELIVERIES = 10
 _BACKOFF_MAX = 5.0
 # A consumer silent this long with nothing pending is a worker that is gone: forget it.
 _FORGET_CONSUMERS_AFTER = 24 * 3600.0
@@ -121,6 +123,15 @@ class StreamWorker:
             await asyncio.sleep(1.0)
             return
         for job in taken:
+            if job.deliveries > MAX_DELIVERIES:
+                log.error(
+                    "answer %s: its job failed %d times; giving it up",
+                    job.answer_id,
+                    job.deliveries,
+                )
+                with contextlib.suppress(StoreError):
+                    await self.stream.ack(job.entry)
+                continue
             self._accept(job)
 
     def _accept(self, job: Job) -> None:

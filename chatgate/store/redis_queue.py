@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -47,6 +47,7 @@ class Job:
     entry: str
     answer_id: str
     conversation: str
+    deliveries: int = 1  # how many times the group handed it out (more after take-overs)
 
 
 def consumer_name() -> str:
@@ -170,7 +171,21 @@ class JobStream:
             taken.extend(_jobs(entries))
             if cursor == "0-0":
                 break
-        return taken
+        return await self._counted(taken)
+
+    async def _counted(self, jobs: list[Job]) -> list[Job]:
+        """``jobs`` with their delivery counts (a job failing again and again shows here)."""
+        if not jobs:
+            return jobs
+        stream, group = self._keys
+        entries = sorted((job.entry for job in jobs), key=lambda e: tuple(map(int, e.split("-"))))
+        pending = await self._call(
+            lambda: self._store.client.xpending_range(
+                stream, group, entries[0], entries[-1], len(jobs) * 2, self.consumer
+            )
+        )
+        counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [replace(job, deliveries=counts.get(job.entry, job.deliveries)) for job in jobs]
 
     async def keep(self, entries: list[str]) -> None:
         """Tell the group this worker is still on ``entries``, so nobody takes them over."""

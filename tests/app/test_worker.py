@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from chatgate.app import worker as worker_module
 from chatgate.app.worker import StreamWorker
 from chatgate.core.conversations import Conversations
 from chatgate.core.dispatcher import Dispatcher
@@ -219,3 +220,27 @@ async def test_an_answer_never_queued_is_queued_by_the_sweep_and_answered(
     await cluster.worker(claim_after=1.0)
     done = await finished(store, record.id)
     assert (done.status, done.text) == (AnswerStatus.DONE, "answer to never queued")
+
+
+async def test_a_job_that_fails_every_time_is_given_up_after_so_many_deliveries(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "MAX_DELIVERIES", 3)
+    dispatcher, store = await cluster.web()
+    settled: list[str] = []
+
+    async def settle(record: AnswerRecord) -> None:
+        settled.append(record.id)
+        raise RuntimeError("a bug in a channel")
+
+    await cluster.worker(claim_after=0.3, settle=[settle])
+    ticket = await dispatcher.accept(msg("q", 1))
+    for _ in range(200):
+        if await pending(store) == 0 and settled:
+            break
+        await asyncio.sleep(0.05)
+    assert await pending(store) == 0  # acknowledged: given up
+    assert settled == [ticket.answer.id] * 3  # tried on each of the 3 deliveries, no more
+    await asyncio.sleep(1.0)
+    assert len(settled) == 3
+    assert cluster.provider.questions() == ["q"]
