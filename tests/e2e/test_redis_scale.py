@@ -86,6 +86,24 @@ async def test_three_tries_on_three_instances_make_one_llm_call_and_the_third_re
     assert llm.questions() == [question]  # one LLM call for the three tries
 
 
+async def test_a_1_on_another_instance_waits_for_the_answer_a_worker_elsewhere_writes(
+    llm: LLM, redis_url: str, redis_prefix: str
+) -> None:
+    settings = on_redis(redis_url, redis_prefix)
+    question = "很慢的问题 [delay=18]"
+    web = [GatewayProcess(llm.url, role="web", **settings) for _ in range(2)]
+    worker = GatewayProcess(llm.url, role="worker", **settings)
+    async with processes(*web, worker), RoundRobinProxy([g.port for g in web]) as proxy:
+        sim = WeChatSim(proxy.url + "/wechat", TOKEN)
+        placeholder = await sim.send_text("u1", question)
+        assert placeholder.tries == 3 and "回复「1」" in (placeholder.text or "")
+        fetched = await sim.send_text("u1", "1")  # while the worker is still writing it
+    assert proxy.backends == [0, 1, 0, 1]  # the 「1」 on the other web instance
+    assert fetched.kind == "reply" and fetched.tries == 1
+    assert fetched.text == expected(llm, question)
+    assert llm.questions() == [question]
+
+
 async def test_push_mode_three_tries_on_three_instances_one_llm_call_one_push(
     llm: LLM, redis_url: str, redis_prefix: str
 ) -> None:
