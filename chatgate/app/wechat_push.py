@@ -87,5 +87,6 @@ def push_window(
         passive,
         pusher,
         deadline=settings.wechat_reply_deadline,
+        reply_bytes=settings.wechat_passive_max_bytes,
         telemetry=services.telemetry,
     )

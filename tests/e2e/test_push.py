@@ -330,3 +330,24 @@ async def test_1_while_a_pushed_answer_is_generated_says_it_is_on_its_way(
         await settle()
     assert api.sim.received(USER) == [expected(llm, question)]
     assert llm.questions() == [question]
+
+
+async def test_hybrid_replies_the_first_part_of_a_long_fast_answer_and_pushes_the_rest(
+    llm: LLM, api: API
+) -> None:
+    question = "快而长的回答 [len=6000]"
+    async with gateway(llm, api, "hybrid") as gw:
+        wechat = wechat_for(gw.wechat_url, api)
+        inline = await wechat.send_text(USER, question)
+        assert (inline.kind, inline.tries) == ("reply", 1)
+        await until(lambda: len(api.sim.received(USER)) >= 2)
+        await settle()
+    shown = [inline.text or "", *api.sim.received(USER)]
+    total = len(shown)
+    assert [NUMBER.match(t).group(0) for t in shown if NUMBER.match(t)] == [
+        f"({i}/{total}) " for i in range(1, total + 1)
+    ]
+    assert all(len(t.encode()) <= 2048 for t in shown)
+    assert squash("".join(NUMBER.sub("", t) for t in shown)) == squash(expected(llm, question))
+    assert "回复1" not in "".join(shown)  # nothing left for 「1」
+    assert llm.questions() == [question]

@@ -211,6 +211,23 @@ class Pusher:
             self._show_typing(answer, interacted)
         self._spawn(self._follow(answer), f"push-follow:{answer.id}")
 
+    async def reply_first_push_rest(self, answer: AnswerRecord, *, reply_bytes: int) -> str:
+        """The first part of a long finished answer, to reply inline; the rest is pushed.
+
+        The inline part is numbered like the pushed ones and counts as one of the messages
+        of the answer, so the user gets ``(1/n)`` in the reply and ``(2/n)`` … pushed.
+        """
+        inline = cut_parts(answer.text, self._numbered(reply_bytes), 0)
+        rest = cut_parts(answer.text, self._numbered(self._surface.max_bytes), inline[0].upto)
+        text = self._number(1, 1 + len(rest)) + inline[0].text
+        await self._store.mark_delivered(answer.id, inline[0].upto)
+        marked = await self._store.update_answer(
+            answer.id, meta={DELIVERY_META: PUSHED, PUSH_SENT: "1"}
+        )
+        if marked is not None:
+            self._spawn(self._follow(marked), f"push-follow:{answer.id}")
+        return text
+
     def job_started(self, record: AnswerRecord) -> None:
         """The answer jobs' started-hook: show typing while the model answers."""
         if record.conversation.startswith(CHANNEL + ":") and handed_off(record):
@@ -358,13 +375,12 @@ class Pusher:
         change from part to part as other answers come and go.
         """
         start = record.delivered_upto
-        budget = max_bytes - self._notice_bytes
         if sent == 0:
+            budget = max_bytes - self._notice_bytes
             whole = cut_parts(record.text, replace(self._surface, max_bytes=budget), start)
             if len(whole) <= 1:
                 return Planned(whole[0].text, whole[0].upto, last=True) if whole else None
-        numbered = replace(self._surface, max_bytes=budget - self._number_bytes)
-        parts = cut_parts(record.text, numbered, start)
+        parts = cut_parts(record.text, self._numbered(max_bytes), start)
         if not parts:
             return None
         total = sent + len(parts)
@@ -380,6 +396,11 @@ class Pusher:
             answer_ttl=self._ttl,
         ).part(record, start, reserve=number + self._texts.pending_notice)
         return Planned(number + capped.text, capped.upto, last=not capped.more, capped=capped.more)
+
+    def _numbered(self, max_bytes: int) -> Surface:
+        """The surface numbered parts are cut for: room for the number and the unread notice."""
+        budget = max_bytes - self._notice_bytes - self._number_bytes
+        return replace(self._surface, max_bytes=budget)
 
     def _number(self, index: int, total: int) -> str:
         return self._texts.part_number.format(index=index, total=total)

@@ -3,7 +3,8 @@
 - push: every try of a model question is answered ``success`` at once (WeChat stops retrying),
   and the answer is pushed when ready. Retries join the same claim: one job, one push.
 - hybrid: the first try waits for the answer until its deadline and replies it inline when it
-  is ready; otherwise it replies ``success``, shows typing, and the answer is pushed.
+  is ready (a long one: its first part, the rest pushed); otherwise it replies ``success``,
+  shows typing, and the answer is pushed.
 
 In both, 「1」 fetches, commands and fixed replies are answered inline, as in passive mode, and
 an account that got 48001 (may not push) is served by the passive strategy.
@@ -61,6 +62,7 @@ class HybridWindow:
         pusher: Pusher,
         *,
         deadline: float,
+        reply_bytes: int = 2048,
         telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._dispatcher = dispatcher
@@ -68,6 +70,7 @@ class HybridWindow:
         self._passive = passive
         self._pusher = pusher
         self._deadline = deadline
+        self._reply_bytes = reply_bytes
         self._telemetry = telemetry
 
     async def respond(
@@ -95,4 +98,7 @@ class HybridWindow:
         log.info("%s answered inline on try %d", inbound.dedup_key, ticket.attempt)
         if unseen(ready):
             self._telemetry.delivered(inbound.channel, inline_path(ticket.attempt))
-        return await self._delivery.reply_text(ready)
+        if not self._delivery.part(ready, 0).more:
+            return await self._delivery.reply_text(ready)
+        # Too long for one reply: the first part now, the rest pushed — no 「1」 needed.
+        return await self._pusher.reply_first_push_rest(ready, reply_bytes=self._reply_bytes)

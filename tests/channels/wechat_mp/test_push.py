@@ -300,3 +300,20 @@ async def test_the_finished_hook_pushes_only_wechat_answers_handed_to_push(rig: 
         rig.pusher.job_finished(record)
     await rig.supervisor.drain(5.0)
     assert rig.wechat.received(USER) == ["推送"]
+
+
+async def test_a_long_answer_replied_inline_in_part_has_the_rest_pushed_numbered_on(
+    rig: Rig,
+) -> None:
+    text = paragraphs(6000)
+    answer = await rig.answer(text, **{DELIVERY_META: ""})
+    inline = await rig.pusher.reply_first_push_rest(answer, reply_bytes=2048)
+    await rig.supervisor.drain(5.0)
+    pushed = rig.wechat.received(USER)
+    shown = [inline, *pushed]
+    total = len(shown)
+    assert [number_of(t) for t in shown] == [(i, total) for i in range(1, total + 1)]
+    assert all(utf8_len(t) <= 2048 for t in shown)
+    assert squash("".join(bodies(shown))) == squash(text)
+    record = await rig.record(answer.id)
+    assert record.fully_delivered and record.meta[PUSH_SENT] == str(total)
