@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -139,7 +141,13 @@ async def test_url_verification_echoes_and_refuses_a_bad_signature(llm: LLM) -> 
     assert bad.status_code == 403 and missing.status_code == 403
 
 
-async def test_healthz_reports_the_store(llm: LLM) -> None:
-    async with gateway_in_process(llm.url) as gw, httpx.AsyncClient() as client:
-        response = await client.get(gw.url + "/healthz")
-    assert response.status_code == 200 and response.json()["status"] == "ok"
+async def test_healthz_is_alive_and_readyz_reaches_the_store(llm: LLM, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'gw.db'}"
+    async with gateway_in_process(llm.url, store=store) as gw, httpx.AsyncClient() as client:
+        alive = await client.get(gw.url + "/healthz")
+        ready = await client.get(gw.url + "/readyz")
+        await gw.services.store.close()  # the store goes away: no longer ready, still alive
+        unready = await client.get(gw.url + "/readyz")
+        still_alive = await client.get(gw.url + "/healthz")
+    assert alive.status_code == 200 and ready.status_code == 200
+    assert unready.status_code == 503 and still_alive.status_code == 200
