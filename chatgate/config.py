@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(120.0, gt=0)
     llm_apology: str = "抱歉，AI 暂时无法回答，请稍后再试。"
     llm_retries: int = Field(2, ge=0, le=10)
-    llm_concurrency: int = Field(8, ge=1)
+    llm_concurrency: int = Field(32, ge=1)
     cache_ttl: float = Field(0.0, ge=0)
     context_max_turns: int = Field(20, ge=0)
     context_max_tokens: int = Field(3000, ge=0)

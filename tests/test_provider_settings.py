@@ -18,7 +18,7 @@ DIFY = {"CHATGATE_LLM_PROVIDER": "dify", "CHATGATE_LLM_BASE_URL": "https://api.d
 
 def test_defaults_retry_twice_cap_at_eight_and_cache_nothing() -> None:
     s = load_settings(environ={})
-    assert (s.llm_retries, s.llm_concurrency, s.cache_ttl) == (2, 8, 0.0)
+    assert (s.llm_retries, s.llm_concurrency, s.cache_ttl) == (2, 32, 0.0)
 
 
 def test_dify_without_its_key_fails_naming_the_key() -> None:
