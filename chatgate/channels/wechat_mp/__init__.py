@@ -1,1 +1,1 @@
-"""WeChat Official Account (公众号) channel: signature, crypto, XML, window strategies."""
+"""WeChat Official Account (公众号) channel: signature, crypto, XML, windows, push (客服消息)."""
