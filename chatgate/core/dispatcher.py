@@ -82,10 +82,12 @@ class Dispatcher:
     async def _accept(self, inbound: Inbound) -> Ticket:
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
-        attempt = await self._store.incr(tries_key(claim), self._ttl)
-        self._telemetry.try_seen(inbound.channel, attempt)
         answer_id = uuid.uuid4().hex
         earlier = await self._store.claim_message(claim, answer_id, self._ttl)
+        # The try that made the claim is the first; only retries count, which keeps the
+        # first try (the hot path) one store round trip shorter.
+        attempt = 1 if earlier is None else 1 + await self._store.incr(tries_key(claim), self._ttl)
+        self._telemetry.try_seen(inbound.channel, attempt)
         if earlier is not None:
             record = await self._claimed_record(earlier, claim, inbound.channel)
             log.info("%s try %d joins answer %s", inbound.dedup_key, attempt, record.id)
