@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -46,6 +47,11 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# Answer and history page paths carry capability tokens; an access log line must not hand
+# out the page to whoever reads the logs.
+_PAGE_TOKEN = re.compile(r"(/[ah]/)[A-Za-z0-9_-]{16,}")
+
+
 class _Redacting(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -55,7 +61,7 @@ class _Redacting(logging.Formatter):
         for secret in self._secrets:
             if secret in line:
                 line = line.replace(secret, MASK)
-        return line
+        return _PAGE_TOKEN.sub(rf"\g<1>{MASK}", line)
 
 
 class TextFormatter(_Redacting):

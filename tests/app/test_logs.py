@@ -85,6 +85,18 @@ def test_secrets_are_masked_in_both_formats() -> None:
         assert "and abc" in line  # too short to be a real secret: not masked
 
 
+def test_page_tokens_in_access_lines_are_masked_in_both_formats() -> None:
+    token = "Zq3xY_9-AbCdEfGhIjKlMn"
+    line = '127.0.0.1:5000 - "GET /a/%s/events HTTP/1.1" 200'
+    for fmt in ("json", "text"):
+        with captured(fmt) as out:
+            logging.getLogger("chatgate.access").info(line, token)
+            logging.getLogger("chatgate.access").info('"GET /h/%s?before=1 HTTP/1.1" 200', token)
+        text = out.getvalue()
+        assert token not in text
+        assert f"/a/{MASK}/events" in text and f"/h/{MASK}?before=1" in text
+
+
 def test_configure_logging_replaces_the_root_handlers_and_quiets_http_clients() -> None:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
