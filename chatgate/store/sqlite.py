@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
-
-import aiosqlite
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
 
 from chatgate.errors import StoreError
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Turn
@@ -28,6 +26,8 @@ _ANSWER_COLUMNS = (
     " updated_at, finished_at, expires_at, seq, delivered_upto, meta"
 )
 _TURN_COLUMNS = "role, content, at, answer_id"
+
+_T = TypeVar("_T")
 
 _UPDATE_ANSWER = f"""
     UPDATE answers SET
@@ -68,50 +68,68 @@ def _turn(row: sqlite3.Row) -> Turn:
     return Turn(role=row["role"], content=row["content"], at=row["at"], answer_id=row["answer_id"])
 
 
-async def _run(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> int:
+def _run(conn: sqlite3.Connection, sql: str, params: Any = ()) -> int:
     """Execute one writing statement; return how many rows it changed."""
-    async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount
+    return conn.execute(sql, params).rowcount
 
 
-async def _rows(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+def _rows(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
     # Fetching everything finishes the statement, so no read transaction is left open.
-    return list(await conn.execute_fetchall(sql, params))
+    rows: list[sqlite3.Row] = conn.execute(sql, params).fetchall()
+    return rows
 
 
-async def _use_wal(conn: aiosqlite.Connection, patience: float) -> None:
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``work`` as one write transaction: all or nothing, and no other writer in between."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
     """Switch the file to WAL mode (a no-op once it is), retrying while others hold it."""
     # The switch needs an exclusive lock, and when several connections open a new file at
     # once SQLite answers "locked" at once instead of waiting (waiting could deadlock).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience
+    deadline = time.monotonic() + patience
     while True:
         try:
-            await _rows(conn, "PRAGMA journal_mode = WAL")
+            _rows(conn, "PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError:
-            if loop.time() >= deadline:
+            if time.monotonic() >= deadline:
                 raise
-        await asyncio.sleep(0.01)
+        time.sleep(0.01)
 
 
-async def _join_worker(conn: aiosqlite.Connection) -> None:
-    """Wait for the worker thread of a connection that failed to open to end."""
-    # When connecting fails, aiosqlite stops its worker thread without waiting for it; the
-    # thread then reports to this event loop, which must still be running when it does.
-    thread = getattr(conn, "_thread", None)
-    if isinstance(thread, threading.Thread) and thread.is_alive():
-        await asyncio.to_thread(thread.join, 5.0)
+def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+        _use_wal(conn, busy_timeout)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class SqliteStore:
     """All state in one SQLite file (WAL mode), shared safely by several processes.
 
-    One connection per store object. An ``asyncio.Lock`` serialises its use, so a transaction
-    never interleaves with another coroutine's statements; across processes, write
-    transactions start ``IMMEDIATE`` and wait up to ``busy_timeout`` seconds for the file's
-    write lock. Changes made through this object wake its waiters at once; changes made by
-    another process are seen by re-reading every ``poll_interval`` seconds.
+    One connection per store object, owned by one worker thread: each store operation runs
+    its whole statement sequence (and commit) as one call in that thread, so operations never
+    interleave and each costs one hop between the event loop and the thread. Across
+    processes, write transactions start ``IMMEDIATE`` and wait up to ``busy_timeout`` seconds
+    for the file's write lock. Changes made through this object wake its waiters at once;
+    changes made by another process are seen by re-reading every ``poll_interval`` seconds.
 
     Durability: ``synchronous=NORMAL`` in WAL mode keeps every committed write across a
     process crash; only an operating-system crash or power loss can drop the last commits.
@@ -129,8 +147,9 @@ class SqliteStore:
         self._clock = clock
         self._poll = poll_interval
         self._busy_timeout = busy_timeout
-        self._conn: aiosqlite.Connection | None = None
-        self._mutex = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._lifecycle = asyncio.Lock()
         self._answer_feed = ChangeFeed()
         self._lock_feed = ChangeFeed()
 
@@ -140,70 +159,59 @@ class SqliteStore:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
-        async with self._mutex:
+        async with self._lifecycle:
             if self._conn is not None:
                 return
             if sqlite3.sqlite_version_info < _MIN_SQLITE:
                 raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later")
-            conn = aiosqlite.connect(self._path, isolation_level=None)
+            # One thread, so statements run one operation at a time, in the order submitted.
+            worker = ThreadPoolExecutor(1, thread_name_prefix="chatgate-sqlite")
+            loop = asyncio.get_running_loop()
             try:
-                await conn
+                conn = await loop.run_in_executor(worker, _connect, self._path, self._busy_timeout)
             except sqlite3.Error as exc:
-                await _join_worker(conn)
-                raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
-            try:
-                conn.row_factory = sqlite3.Row
-                await conn.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
-                await _use_wal(conn, self._busy_timeout)
-                await conn.execute("PRAGMA synchronous = NORMAL")
-                await migrate(conn)
-            except sqlite3.Error as exc:
-                await conn.close()
+                await asyncio.to_thread(worker.shutdown)
                 raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
             except BaseException:
-                await conn.close()
+                await asyncio.to_thread(worker.shutdown)
                 raise
-            self._conn = conn
+            self._conn, self._worker = conn, worker
 
     async def close(self) -> None:
-        async with self._mutex:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+        async with self._lifecycle:
+            conn, worker = self._conn, self._worker
+            self._conn = self._worker = None
+            if conn is None or worker is None:
+                return
+            # Operations submitted before this run first: the worker keeps their order.
+            try:
+                await asyncio.get_running_loop().run_in_executor(worker, conn.close)
+            finally:
+                await asyncio.to_thread(worker.shutdown)
 
     async def ping(self) -> None:
-        async with self._db() as conn:
-            await _rows(conn, "SELECT 1")
+        await self._call(lambda conn: _rows(conn, "SELECT 1"))
 
-    @asynccontextmanager
-    async def _db(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, held exclusively; SQLite errors become ``StoreError``."""
-        async with self._mutex:
-            if self._conn is None:
-                raise StoreError("the SQLite store is not open")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite: {exc}") from exc
+    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` with the connection in its thread; SQLite errors become ``StoreError``."""
+        conn, worker = self._conn, self._worker
+        if conn is None or worker is None:
+            raise StoreError("the SQLite store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(worker, work, conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: all or nothing, and no other writer in between."""
-        async with self._db() as conn:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` as one write transaction in the connection's thread."""
+        return await self._call(lambda conn: _in_transaction(conn, work))
 
     # -- message claims -------------------------------------------------------------------
     async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
-        async with self._transaction() as conn:
-            now = self._clock()
-            taken = await _run(
+        now = self._clock()
+
+        def claim(conn: sqlite3.Connection) -> str | None:
+            taken = _run(
                 conn,
                 "INSERT INTO claims (dedup_key, answer_id, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (dedup_key) DO UPDATE"
@@ -213,73 +221,84 @@ class SqliteStore:
             )
             if taken:
                 return None
-            rows = await _rows(
-                conn, "SELECT answer_id FROM claims WHERE dedup_key = ?", (dedup_key,)
-            )
+            rows = _rows(conn, "SELECT answer_id FROM claims WHERE dedup_key = ?", (dedup_key,))
             return str(rows[0]["answer_id"])
+
+        return await self._write(claim)
 
     # -- answers --------------------------------------------------------------------------
     async def create_answer(self, record: AnswerRecord) -> AnswerRecord:
-        async with self._db() as conn:
-            try:
-                cursor = await conn.execute(
-                    "INSERT INTO answers (id, conversation, dedup_key, kind, question, page_token,"
-                    " status, text, error, created_at, updated_at, finished_at, expires_at,"
-                    " delivered_upto, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.conversation,
-                        record.dedup_key,
-                        record.kind.value,
-                        record.question,
-                        record.page_token,
-                        record.status.value,
-                        record.text,
-                        record.error,
-                        record.created_at,
-                        record.updated_at,
-                        record.finished_at,
-                        record.expires_at,
-                        record.delivered_upto,
-                        json.dumps(record.meta),
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(f"answer {record.id!r} or its page token exists already") from exc
-            async with cursor:
-                seq = cursor.lastrowid
+        params = (
+            record.id,
+            record.conversation,
+            record.dedup_key,
+            record.kind.value,
+            record.question,
+            record.page_token,
+            record.status.value,
+            record.text,
+            record.error,
+            record.created_at,
+            record.updated_at,
+            record.finished_at,
+            record.expires_at,
+            record.delivered_upto,
+            json.dumps(record.meta),
+        )
+
+        def insert(conn: sqlite3.Connection) -> int | None:
+            return conn.execute(
+                "INSERT INTO answers (id, conversation, dedup_key, kind, question, page_token,"
+                " status, text, error, created_at, updated_at, finished_at, expires_at,"
+                " delivered_upto, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            ).lastrowid
+
+        try:
+            seq = await self._call(insert)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise StoreError(
+                    f"answer {record.id!r} or its page token exists already"
+                ) from exc.__cause__
+            raise
         assert seq is not None
         self._answer_feed.notify(record.id)
         return record.with_changes(seq=seq, meta=dict(record.meta))
 
     async def get_answer(self, answer_id: str) -> AnswerRecord | None:
-        async with self._db() as conn:
-            rows = await _rows(
+        rows = await self._call(
+            lambda conn: _rows(
                 conn, f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?", (answer_id,)
             )
+        )
         return _answer(rows[0]) if rows else None
 
     async def get_answer_by_token(self, page_token: str) -> AnswerRecord | None:
-        async with self._db() as conn:
-            rows = await _rows(
+        now = self._clock()
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 f"SELECT {_ANSWER_COLUMNS} FROM answers"
                 " WHERE page_token = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (page_token, self._clock()),
+                (page_token, now),
             )
+        )
         return _answer(rows[0]) if rows else None
 
     async def append_answer_text(self, answer_id: str, chunk: str) -> None:
         if not chunk:
             return
+        now = self._clock()
         # One cheap UPDATE per streamed chunk; a finished answer's text is final.
-        async with self._db() as conn:
-            changed = await _run(
+        changed = await self._call(
+            lambda conn: _run(
                 conn,
                 "UPDATE answers SET text = text || ?, updated_at = ?"
                 f" WHERE id = ? AND status NOT IN ({_TERMINAL})",
-                (chunk, self._clock(), answer_id),
+                (chunk, now, answer_id),
             )
+        )
         if changed:
             self._answer_feed.notify(answer_id)
 
@@ -300,27 +319,31 @@ class SqliteStore:
             "meta": None if meta is None else json.dumps(meta),
             "now": self._clock(),
         }
-        async with self._db() as conn:
-            rows = await _rows(conn, _UPDATE_ANSWER, params)
+        rows = await self._call(lambda conn: _rows(conn, _UPDATE_ANSWER, params))
         if not rows:
             return None
         self._answer_feed.notify(answer_id)
         return _answer(rows[0])
 
     async def mark_delivered(self, answer_id: str, upto: int) -> AnswerRecord | None:
-        async with self._db() as conn:
-            rows = await _rows(
+        now = self._clock()
+
+        def mark(conn: sqlite3.Connection) -> tuple[bool, list[sqlite3.Row]]:
+            rows = _rows(
                 conn,
                 "UPDATE answers SET delivered_upto = ?, updated_at = ?"
                 f" WHERE id = ? AND delivered_upto < ? RETURNING {_ANSWER_COLUMNS}",
-                (upto, self._clock(), answer_id, upto),
+                (upto, now, answer_id, upto),
             )
             if rows:
-                self._answer_feed.notify(answer_id)
-            else:
-                rows = await _rows(
-                    conn, f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?", (answer_id,)
-                )
+                return True, rows
+            return False, _rows(
+                conn, f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?", (answer_id,)
+            )
+
+        changed, rows = await self._call(mark)
+        if changed:
+            self._answer_feed.notify(answer_id)
         return _answer(rows[0]) if rows else None
 
     async def wait_answer(self, answer_id: str, timeout: float) -> AnswerRecord | None:  # noqa: ASYNC109
@@ -332,13 +355,14 @@ class SqliteStore:
         return watch_changes(self._answer_feed, self.get_answer, answer_id, self._poll)
 
     async def unfinished_answers(self) -> list[AnswerRecord]:
-        async with self._db() as conn:
-            rows = await _rows(
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 f"SELECT {_ANSWER_COLUMNS} FROM answers"
                 f" WHERE status IN ({_UNFINISHED}) AND kind = ? ORDER BY seq",
                 (AnswerKind.LLM.value,),
             )
+        )
         return [_answer(row) for row in rows]
 
     async def conversation_answers(
@@ -351,37 +375,41 @@ class SqliteStore:
             if undelivered_only
             else ""
         )
-        async with self._db() as conn:
-            rows = await _rows(
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE conversation = ?{undelivered}"
                 " ORDER BY seq DESC LIMIT ?",
                 (conversation, limit),
             )
+        )
         return [_answer(row) for row in reversed(rows)]
 
     # -- conversations --------------------------------------------------------------------
     async def append_turns(self, conversation: str, turns: Sequence[Turn]) -> None:
         if not turns:
             return
-        async with self._transaction() as conn:
-            await conn.executemany(
+        params = [(conversation, t.role, t.content, t.at, t.answer_id) for t in turns]
+        await self._write(
+            lambda conn: conn.executemany(
                 "INSERT INTO turns (conversation, role, content, at, answer_id)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [(conversation, t.role, t.content, t.at, t.answer_id) for t in turns],
+                params,
             )
+        )
 
     async def recent_turns(self, conversation: str, limit: int) -> list[Turn]:
         if limit <= 0:
             return []
-        async with self._db() as conn:
-            rows = await _rows(
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation = ? AND id > COALESCE("
                 " (SELECT after_turn FROM context_resets WHERE conversation = ?), 0)"
                 " ORDER BY id DESC LIMIT ?",
                 (conversation, conversation, limit),
             )
+        )
         return [_turn(row) for row in reversed(rows)]
 
     async def history(
@@ -389,69 +417,74 @@ class SqliteStore:
     ) -> list[Turn]:
         if limit <= 0:
             return []
-        async with self._db() as conn:
-            rows = await _rows(
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 f"SELECT {_TURN_COLUMNS} FROM turns"
                 " WHERE conversation = :conversation AND (:before IS NULL OR at < :before)"
                 " ORDER BY id DESC LIMIT :limit",
                 {"conversation": conversation, "before": before, "limit": limit},
             )
+        )
         return [_turn(row) for row in reversed(rows)]
 
     async def reset_context(self, conversation: str) -> None:
-        async with self._db() as conn:
-            await _run(
+        await self._call(
+            lambda conn: _run(
                 conn,
                 "INSERT INTO context_resets (conversation, after_turn)"
                 " VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM turns WHERE conversation = ?))"
                 " ON CONFLICT (conversation) DO UPDATE SET after_turn = excluded.after_turn",
                 (conversation, conversation),
             )
+        )
 
     async def delete_conversation(self, conversation: str) -> None:
-        async with self._transaction() as conn:
-            rows = await _rows(
-                conn, "SELECT id FROM answers WHERE conversation = ?", (conversation,)
-            )
-            await _run(
+        def delete(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            rows = _rows(conn, "SELECT id FROM answers WHERE conversation = ?", (conversation,))
+            _run(
                 conn,
                 "DELETE FROM claims"
                 " WHERE answer_id IN (SELECT id FROM answers WHERE conversation = ?)",
                 (conversation,),
             )
             for table in ("answers", "turns", "context_resets"):
-                await _run(conn, f"DELETE FROM {table} WHERE conversation = ?", (conversation,))
-        for row in rows:
+                _run(conn, f"DELETE FROM {table} WHERE conversation = ?", (conversation,))
+            return rows
+
+        for row in await self._write(delete):
             self._answer_feed.notify(row["id"])
 
     # -- small keyed values ---------------------------------------------------------------
     async def kv_get(self, key: str) -> str | None:
-        async with self._db() as conn:
-            rows = await _rows(
+        now = self._clock()
+        rows = await self._call(
+            lambda conn: _rows(
                 conn,
                 "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (key, self._clock()),
+                (key, now),
             )
+        )
         return str(rows[0]["value"]) if rows else None
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None) -> None:
         expires_at = None if ttl is None else self._clock() + ttl
-        async with self._db() as conn:
-            await _run(
+        await self._call(
+            lambda conn: _run(
                 conn,
                 "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
                 (key, value, expires_at),
             )
+        )
 
     async def kv_delete(self, key: str) -> None:
-        async with self._db() as conn:
-            await _run(conn, "DELETE FROM kv WHERE key = ?", (key,))
+        await self._call(lambda conn: _run(conn, "DELETE FROM kv WHERE key = ?", (key,)))
 
     async def incr(self, key: str, ttl: float) -> int:
-        async with self._transaction() as conn:
-            now = self._clock()
-            rows = await _rows(conn, "SELECT value, expires_at FROM kv WHERE key = ?", (key,))
+        now = self._clock()
+
+        def count_up(conn: sqlite3.Connection) -> int:
+            rows = _rows(conn, "SELECT value, expires_at FROM kv WHERE key = ?", (key,))
             held = rows[0] if rows else None
             if held is None or (held["expires_at"] is not None and held["expires_at"] <= now):
                 count, expires_at = 1, now + ttl
@@ -460,18 +493,20 @@ class SqliteStore:
                     count, expires_at = int(held["value"]) + 1, held["expires_at"]
                 except ValueError:
                     raise StoreError(f"value of {key!r} is not a counter") from None
-            await _run(
+            _run(
                 conn,
                 "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
                 (key, str(count), expires_at),
             )
-        return count
+            return count
+
+        return await self._write(count_up)
 
     def lock(self, name: str, ttl: float = 30.0) -> AbstractAsyncContextManager[None]:
         async def try_acquire(owner: str) -> bool:
-            async with self._db() as conn:
-                now = self._clock()
-                taken = await _run(
+            now = self._clock()
+            taken = await self._call(
+                lambda conn: _run(
                     conn,
                     "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?)"
                     " ON CONFLICT (name) DO UPDATE"
@@ -479,29 +514,37 @@ class SqliteStore:
                     " WHERE locks.expires_at <= ?",
                     (name, owner, now + ttl, now),
                 )
+            )
             return taken == 1
 
         async def release(owner: str) -> None:
-            async with self._db() as conn:
-                await _run(conn, "DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+            await self._call(
+                lambda conn: _run(
+                    conn, "DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner)
+                )
+            )
 
         return hold_lock(self._lock_feed, name, try_acquire, release, self._poll)
 
     # -- housekeeping ---------------------------------------------------------------------
     async def purge_expired(self) -> int:
-        async with self._transaction() as conn:
-            now = self._clock()
-            answers = await _rows(
+        now = self._clock()
+
+        def purge(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+            answers = _rows(
                 conn,
                 "DELETE FROM answers WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id",
                 (now,),
             )
             purged = len(answers)
-            purged += await _run(conn, "DELETE FROM claims WHERE expires_at <= ?", (now,))
-            purged += await _run(
+            purged += _run(conn, "DELETE FROM claims WHERE expires_at <= ?", (now,))
+            purged += _run(
                 conn, "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             )
-            purged += await _run(conn, "DELETE FROM locks WHERE expires_at <= ?", (now,))
+            purged += _run(conn, "DELETE FROM locks WHERE expires_at <= ?", (now,))
+            return answers, purged
+
+        answers, purged = await self._write(purge)
         for row in answers:
             self._answer_feed.notify(row["id"])
         return purged

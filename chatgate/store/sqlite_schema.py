@@ -7,7 +7,7 @@ never edit one that has shipped. The version reached is kept in the one-row tabl
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 from chatgate.errors import StoreError
 
@@ -85,17 +85,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def migrate(conn: aiosqlite.Connection) -> None:
+def migrate(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema in one transaction; safe when processes race to do it."""
     # IMMEDIATE takes the write lock before reading the version, so a second process opening
     # the same new file waits here and then finds the schema already in place.
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(
+        conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
         )
-        rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
         current = int(rows[0][0]) if rows else 0
         if current > SCHEMA_VERSION:
             raise StoreError(
@@ -104,14 +104,14 @@ async def migrate(conn: aiosqlite.Connection) -> None:
             )
         for statements in MIGRATIONS[current:]:
             for statement in statements:
-                await conn.execute(statement)
-        await conn.execute(
+                conn.execute(statement)
+        conn.execute(
             "INSERT INTO schema_version (id, version) VALUES (1, ?)"
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
             (SCHEMA_VERSION,),
         )
-        await conn.execute("COMMIT")
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
         raise
