@@ -19,6 +19,7 @@ from chatgate.core.fairness import FairLimiter
 from chatgate.core.locks import KeyedLocks
 from chatgate.core.logcontext import answer_scope, log_scope
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
+from chatgate.core.textflush import TextFlusher
 from chatgate.errors import ProviderError
 from chatgate.providers.base import ChatMessage, ChatRequest, Provider
 from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Store
@@ -85,6 +86,7 @@ class AnswerJobs:
         text_filter: Callable[[], TextFilter] | None = None,
         limiter: FairLimiter | None = None,
         cache: AnswerCache | None = None,
+        text_flush_interval: float = 0.1,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -96,6 +98,9 @@ class AnswerJobs:
         # Provider calls across conversations, fairly; None = only the supervisor's slots.
         self._limiter = limiter
         self._cache = cache
+        # Streamed text reaches the store at most this often (the answer page shows at most
+        # one update per 0.25 s), so answer jobs leave the store free for acknowledgements.
+        self._flush_interval = text_flush_interval
         self._text_filter = text_filter  # a fresh filter per answer (moderation's masking)
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -201,6 +206,7 @@ class AnswerJobs:
         failure: str | None = None
         started = self._clock()
         shield = self._text_filter() if self._text_filter is not None else None
+        streamed = TextFlusher(self._store, answer.id, self._flush_interval)
         try:
             async with self._provider_slot(answer.conversation), asyncio.timeout(self._timeout):
                 _notify(self._started_hooks, answer, "started")
@@ -208,7 +214,7 @@ class AnswerJobs:
                     shown = shield.feed(chunk) if shield is not None and chunk else chunk
                     if shown:
                         parts.append(shown)
-                        await self._store.append_answer_text(answer.id, shown)
+                        streamed.add(shown)
         except TimeoutError:
             failure = f"provider timed out after {self._timeout:g}s"
         except ProviderError as exc:
@@ -220,6 +226,8 @@ class AnswerJobs:
                 "answer %s for message %s: unexpected provider failure", answer.id, answer.dedup_key
             )
             failure = f"unexpected error: {type(exc).__name__}"
+        finally:
+            await streamed.stop()
         if shield is not None:
             parts.append(shield.flush())
         text = "".join(parts)
