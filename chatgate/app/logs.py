@@ -132,5 +132,5 @@ def configure_logging(
         logger.handlers.clear()
         logger.propagate = True
     # Per-request lines from the HTTP client libraries say nothing an operator needs.
-    for noisy in ("httpx", "httpcore", "openai", "aiosqlite"):
+    for noisy in ("httpx", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
