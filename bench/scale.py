@@ -36,6 +36,7 @@ from pathlib import Path
 import h11
 import httpx
 import redis
+from ack import Connection, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatgate.sim import wechat_xml
@@ -97,52 +98,6 @@ def signed_message(i: int, tag: str) -> tuple[str, bytes]:
     return urllib.parse.urlencode(params), xml.encode()
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection (h11 over asyncio streams).
-
-    By hand because httpx's pool becomes the bottleneck with dozens of busy connections.
-    """
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._h11 = h11.Connection(h11.CLIENT)
-
-    async def post(self, target: str, body: bytes) -> tuple[int, bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection("127.0.0.1", self._port)
-        reader, writer = self._streams
-        headers = [
-            ("Host", f"127.0.0.1:{self._port}"),
-            ("Content-Type", "text/xml; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-        ]
-        out = self._h11.send(h11.Request(method="POST", target=target, headers=headers)) or b""
-        out += self._h11.send(h11.Data(data=body)) or b""
-        writer.write(out + (self._h11.send(h11.EndOfMessage()) or b""))
-        await writer.drain()
-        status, chunks = 0, []
-        while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                self._h11.receive_data(await reader.read(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                self._h11.start_next_cycle()
-                return status, b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("the server closed the connection")
-
-    async def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            with contextlib.suppress(OSError):
-                await self._streams[1].wait_closed()
-
-
 async def load(ports: list[int], count: int, in_flight: int, limit: float, tag: str) -> Result:
     """Post ``count`` messages (or for ``limit`` seconds), connections spread over ``ports``."""
     latencies: list[float] = []
@@ -160,7 +115,7 @@ async def load(ports: list[int], count: int, in_flight: int, limit: float, tag: 
                 sent += 1
                 started = time.perf_counter()
                 try:
-                    status, reply = await connection.post(f"/wechat?{query}", body)
+                    status, reply = await connection.post(Request(f"/wechat?{query}", body))
                     ok = status == 200 and b"<Content>" in reply
                 except (OSError, h11.ProtocolError):
                     ok = False
