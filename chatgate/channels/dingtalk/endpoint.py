@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatgate.channels.body import PayloadTooLarge, read_body
 from chatgate.channels.dingtalk.inbound import CHANNEL
 from chatgate.channels.dingtalk.receiver import Receiver
 from chatgate.channels.dingtalk.sign import verify_callback
@@ -28,25 +29,6 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 # Shows nothing in the chat, should DingTalk relay the response body (custom robots do).
 EMPTY_REPLY = {"msgtype": "empty"}
-
-
-class PayloadTooLarge(BadRequest):
-    status_code = 413
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes without reading them all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class DingTalkEndpoint:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from chatgate.channels.body import PayloadTooLarge, read_body
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.inbound import CHANNEL, to_inbound
 from chatgate.channels.wechat_mp.signature import verify_signature
@@ -30,25 +31,6 @@ from chatgate.errors import BadRequest, SignatureError
 log = logging.getLogger(__name__)
 
 XML_MEDIA_TYPE = "application/xml"
-
-
-class PayloadTooLarge(BadRequest):
-    status_code = 413
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
