@@ -12,6 +12,7 @@ signal skips the wait; a third forces the exit.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import signal
@@ -48,6 +49,14 @@ class GatewayServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What startup built (modules, settings, the app, its services) lives as long as the
+        # process. Frozen, it is out of the cyclic collector's sight, whose full passes then
+        # scan only what requests create: without this they cost about a third of each
+        # webhook acknowledgement, and pauses of tens of milliseconds.
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or not self.started or self._lifecycle.draining:
