@@ -8,13 +8,14 @@ arguments, so that no function has to pass them along.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from types import MappingProxyType
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
+from types import MappingProxyType, TracebackType
 
 # The fields, in the order log lines show them.
 FIELDS = ("channel", "message_id", "conversation", "answer_id")
+_KNOWN = frozenset(FIELDS)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _context: ContextVar[Mapping[str, str]] = ContextVar("chatgate_log_context", default=_EMPTY)
@@ -25,18 +26,39 @@ def current() -> Mapping[str, str]:
     return _context.get()
 
 
-@contextmanager
-def log_scope(**fields: str | None) -> Iterator[None]:
+class _Scope:
+    # A class rather than ``@contextmanager``: scopes are entered several times on every
+    # webhook acknowledgement, and a generator-based one costs several times as much.
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, fields: dict[str, str | None]) -> None:
+        self._fields = fields
+        self._token: Token[Mapping[str, str]] | None = None
+
+    def __enter__(self) -> None:
+        merged = dict(_context.get())
+        for key, value in self._fields.items():
+            if value is not None:
+                merged[key] = value
+        self._token = _context.set(MappingProxyType(merged))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _context.reset(self._token)
+            self._token = None
+
+
+def log_scope(**fields: str | None) -> AbstractContextManager[None]:
     """Bind ``fields`` (from ``FIELDS``) for the ``with`` block; ``None`` values are skipped."""
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
+    if not _KNOWN.issuperset(fields):
+        unknown = set(fields) - _KNOWN
         raise ValueError(f"unknown log context field(s): {', '.join(sorted(unknown))}")
-    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
-    token = _context.set(MappingProxyType(merged))
-    try:
-        yield
-    finally:
-        _context.reset(token)
+    return _Scope(fields)
 
 
 def answer_scope(conversation: str, message_id: str, answer_id: str) -> dict[str, str]:
