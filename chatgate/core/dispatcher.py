@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from chatgate.core.jobs import IMAGES_META
@@ -70,16 +70,18 @@ class Dispatcher:
         self._clock = clock
         self._telemetry = telemetry
 
-    async def accept(self, inbound: Inbound) -> Ticket:
+    async def accept(self, inbound: Inbound, *, meta: Mapping[str, str] | None = None) -> Ticket:
+        """Claim or join ``inbound``'s answer. ``meta``: for the record, if this try creates it
+        (a channel's delivery marks, set with the record: no second write)."""
         # Log lines from here on, and from the answer job started here, name the message.
         with log_scope(
             channel=inbound.channel,
             message_id=inbound.dedup_key,
             conversation=str(inbound.conversation),
         ):
-            return await self._accept(inbound)
+            return await self._accept(inbound, meta)
 
-    async def _accept(self, inbound: Inbound) -> Ticket:
+    async def _accept(self, inbound: Inbound, meta: Mapping[str, str] | None) -> Ticket:
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
         answer_id = uuid.uuid4().hex
@@ -95,7 +97,7 @@ class Dispatcher:
         self._telemetry.message_received(inbound.channel, inbound.kind)
         # Message text is the user's private data: only at debug level, never at info.
         log.debug("%s %s: %r", inbound.dedup_key, inbound.kind, inbound.text)
-        record = await self._route(inbound, answer_id)
+        record = await self._route(inbound, answer_id, meta)
         log.info(
             "%s claimed by answer %s (%s) for %s",
             inbound.dedup_key,
@@ -119,33 +121,47 @@ class Dispatcher:
                 raise StoreError(f"claimed answer {answer_id} has no record")
             await asyncio.sleep(0.02)
 
-    async def _route(self, inbound: Inbound, answer_id: str) -> AnswerRecord:
+    async def _route(
+        self, inbound: Inbound, answer_id: str, extra: Mapping[str, str] | None
+    ) -> AnswerRecord:
         decision = await self._router.resolve(inbound)
         if decision is UNHANDLED:
             decision = Silent()
         now = self._clock()
-        base = AnswerRecord(
+        meta = dict(inbound.reply_to)
+        if extra:
+            meta.update(extra)
+        # A fixed reply or silence is done at once; a fetch or a question waits for its job.
+        kind, status, question, text = AnswerKind.REPLY, AnswerStatus.DONE, inbound.text, ""
+        finished_at: float | None = now
+        match decision:
+            case Reply(text=reply):
+                text = reply
+            case Silent():
+                pass
+            case Fetch():
+                kind, status, finished_at = AnswerKind.FETCH, AnswerStatus.QUEUED, None
+            case Ask(question=asked, images=images):
+                kind, status, finished_at = AnswerKind.LLM, AnswerStatus.QUEUED, None
+                question = asked
+                if images:
+                    meta[IMAGES_META] = "\n".join(images)
+        # Built once, on the acknowledgement path: no copies.
+        record = AnswerRecord(
             id=answer_id,
             conversation=str(inbound.conversation),
             dedup_key=inbound.dedup_key,
-            kind=AnswerKind.REPLY,
-            question=inbound.text,
+            kind=kind,
+            question=question,
             page_token=new_page_token(),
+            status=status,
+            text=text,
             created_at=now,
             updated_at=now,
+            finished_at=finished_at,
             expires_at=now + self._ttl,
-            meta=dict(inbound.reply_to),
+            meta=meta,
         )
-        match decision:
-            case Reply(text=text):
-                record = base.with_changes(status=AnswerStatus.DONE, text=text, finished_at=now)
-            case Silent():
-                record = base.with_changes(status=AnswerStatus.DONE, text="", finished_at=now)
-            case Fetch():
-                record = base.with_changes(kind=AnswerKind.FETCH)
-            case Ask(question=question, images=images):
-                meta = {**base.meta, IMAGES_META: "\n".join(images)} if images else base.meta
-                record = base.with_changes(kind=AnswerKind.LLM, question=question, meta=meta)
         record = await self._store.create_answer(record)
         if record.kind is AnswerKind.LLM:
             await self._jobs.enqueue(record)

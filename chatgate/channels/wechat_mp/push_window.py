@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 from chatgate.channels.wechat_mp.push import Pusher
 from chatgate.channels.wechat_mp.window import PassiveWindow
@@ -41,8 +40,7 @@ class PushWindow:
         if await self._pusher.forbidden(inbound.account):
             return await self._passive.respond(inbound, arrived, client_gone)
         # Marked for push as it is created: one store write less on the way to the ack.
-        marked = replace(inbound, reply_to=(*inbound.reply_to, (DELIVERY_META, PUSHED)))
-        ticket = await self._dispatcher.accept(marked)
+        ticket = await self._dispatcher.accept(inbound, meta={DELIVERY_META: PUSHED})
         if ticket.answer.kind is not AnswerKind.LLM:
             return await self._passive.answer(ticket, inbound, arrived, client_gone)
         if ticket.first or DELIVERY_META not in ticket.answer.meta:
