@@ -66,6 +66,7 @@ def push_window(
         typing=TypingIndicator(api, store, services.supervisor, clock=clock),
         clock=clock,
         telemetry=services.telemetry,
+        precedence=services.precedence,
     )
     services.jobs.on_started(pusher.job_started)
     services.jobs.on_finished(pusher.job_finished)

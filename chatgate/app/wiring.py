@@ -30,6 +30,7 @@ from chatgate.core.jobs import AnswerJobs
 from chatgate.core.links import Links
 from chatgate.core.outbox import Outbox
 from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.precedence import Precedence
 from chatgate.core.queue import JobQueue, Settle
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
@@ -123,6 +124,8 @@ class Services:
     # Run by stream workers every CHATGATE_JOB_CLAIM_AFTER seconds: take over what a dead
     # instance left that no job covers (a push it had started).
     maintenance: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Webhook acknowledgements before answer jobs and pushes, when they compete for the loop.
+    precedence: Precedence = field(default_factory=Precedence)
 
 
 def build_services(
@@ -134,6 +137,7 @@ def build_services(
     clock: Callable[[], float] = time.time,
     telemetry: Telemetry | None = None,
     role: Role = Role.ALL,
+    precedence: Precedence | None = None,
 ) -> Services:
     store = store or open_store(settings.store, redis_prefix=settings.redis_prefix)
     if telemetry is None:
@@ -142,6 +146,7 @@ def build_services(
     provider = metered
     texts = Texts()
     supervisor = TaskSupervisor(settings.max_jobs)
+    precedence = precedence or Precedence()
     conversations = Conversations(
         store,
         system_prompt=settings.llm_system_prompt,
@@ -171,6 +176,7 @@ def build_services(
         limiter=FairLimiter(settings.llm_concurrency),
         cache=make_cache(settings, store),
         text_filter=features.answer_filter,
+        precedence=precedence,
     )
     root = Router("root")
     if router is not None:
@@ -179,9 +185,17 @@ def build_services(
     root.include(default_router(texts))
     queue = job_queue(settings, store, jobs, role)
     dispatcher = Dispatcher(
-        store, root, queue, answer_ttl=settings.answer_ttl, clock=clock, telemetry=telemetry
+        store,
+        root,
+        queue,
+        answer_ttl=settings.answer_ttl,
+        clock=clock,
+        telemetry=telemetry,
+        precedence=precedence,
     )
     services = Services(settings, store, provider, supervisor, jobs, dispatcher, texts, links)
+    services.precedence = precedence
+    services.on_shutdown.append(precedence.aclose)
     services.role, services.queue = role, queue
     services.worker = stream_worker(settings, services, role)
     services.telemetry = telemetry

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from chatgate.core.jobs import IMAGES_META
 from chatgate.core.logcontext import log_scope
 from chatgate.core.messages import Inbound
+from chatgate.core.precedence import Precedence
 from chatgate.core.queue import JobQueue
 from chatgate.core.router import UNHANDLED, Ask, Fetch, Reply, Router, Silent
 from chatgate.core.telemetry import LOST_RECORD_MISSING, NO_TELEMETRY, Telemetry
@@ -62,6 +63,7 @@ class Dispatcher:
         answer_ttl: float,
         clock: Callable[[], float] = time.time,
         telemetry: Telemetry = NO_TELEMETRY,
+        precedence: Precedence | None = None,
     ) -> None:
         self._store = store
         self._router = router
@@ -69,6 +71,7 @@ class Dispatcher:
         self._ttl = answer_ttl
         self._clock = clock
         self._telemetry = telemetry
+        self._precedence = precedence
 
     async def accept(self, inbound: Inbound, *, meta: Mapping[str, str] | None = None) -> Ticket:
         """Claim or join ``inbound``'s answer. ``meta``: for the record, if this try creates it
@@ -82,6 +85,8 @@ class Dispatcher:
             return await self._accept(inbound, meta)
 
     async def _accept(self, inbound: Inbound, meta: Mapping[str, str] | None) -> Ticket:
+        if self._precedence is not None:
+            self._precedence.arrived()
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
         answer_id = uuid.uuid4().hex

@@ -18,6 +18,7 @@ from chatgate.core.conversations import provider_state_key as provider_state_key
 from chatgate.core.fairness import FairLimiter
 from chatgate.core.locks import KeyedLocks
 from chatgate.core.logcontext import answer_scope, log_scope
+from chatgate.core.precedence import Precedence
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.core.textflush import TextFlusher
 from chatgate.errors import ProviderError
@@ -87,6 +88,7 @@ class AnswerJobs:
         limiter: FairLimiter | None = None,
         cache: AnswerCache | None = None,
         text_flush_interval: float = 0.1,
+        precedence: Precedence | None = None,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -102,6 +104,8 @@ class AnswerJobs:
         # one update per 0.25 s), so answer jobs leave the store free for acknowledgements.
         self._flush_interval = text_flush_interval
         self._text_filter = text_filter  # a fresh filter per answer (moderation's masking)
+        # Webhook acknowledgements go first: a job starts once they leave it a turn.
+        self._precedence = precedence
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._direct = 0  # jobs run by ``run`` in their callers' tasks
@@ -140,6 +144,8 @@ class AnswerJobs:
         """
         self._direct += 1
         try:
+            if self._precedence is not None:
+                await self._precedence.turn()
             async with self._order.hold(answer.conversation), self._supervisor.slot():
                 current = await self._store.get_answer(answer.id)
                 if current is None or current.finished:
@@ -178,6 +184,8 @@ class AnswerJobs:
         return len(unfinished)
 
     async def _run(self, answer: AnswerRecord) -> None:
+        if self._precedence is not None:
+            await self._precedence.turn()
         async with self._order.hold(answer.conversation), self._supervisor.slot():
             current = await self._store.get_answer(answer.id)
             if current is None or current.finished:

@@ -18,11 +18,22 @@ from typing import Any
 import httpx
 import pytest
 
+from chatgate.app.asgi import build_app
+from chatgate.config import load_settings
+from chatgate.core.precedence import Precedence
 from chatgate.core.texts import Texts
+from chatgate.sim.server import LoopbackServer
 from chatgate.sim.wechat import SentRequest, WeChatSim
 from chatgate.sim.wechat_api import WeChatAPISim
 from tests.e2e.conftest import LLM
-from tests.e2e.harness import APPID, TOKEN, Gateway, GatewayProcess, gateway_in_process
+from tests.e2e.harness import (
+    APPID,
+    TOKEN,
+    Gateway,
+    GatewayProcess,
+    gateway_in_process,
+    gateway_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -351,3 +362,35 @@ async def test_hybrid_replies_the_first_part_of_a_long_fast_answer_and_pushes_th
     assert squash("".join(NUMBER.sub("", t) for t in shown)) == squash(expected(llm, question))
     assert "回复1" not in "".join(shown)  # nothing left for 「1」
     assert llm.questions() == [question]
+
+
+async def test_acks_go_first_while_webhooks_load_the_loop_and_answers_follow_once_they_stop(
+    llm: LLM, api: API
+) -> None:
+    # Any lateness counts as busy, so the loop is "loaded" exactly while the test's clock says
+    # messages arrived lately; the releaser's waits end when the test ticks.
+    clock = [0.0]
+    ticks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def tick_sleep(seconds: float) -> None:
+        await ticks.get()
+
+    precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=tick_sleep)
+    settings = load_settings(environ={}, **gateway_settings(llm.url, **push_settings(api, "push")))
+    app = build_app(settings, precedence=precedence)
+    users = [f"{USER}-{n}" for n in range(3)]
+    async with LoopbackServer(app) as server:
+        wechat = wechat_for(server.url + settings.wechat_path, api)
+        outcomes = await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
+        assert [(o.kind, o.tries) for o in outcomes] == [("nothing", 1)] * 3
+        await settle(0.5)
+        # One unit of background work went (the oldest: the first answer job); the rest wait.
+        assert len(llm.questions()) <= 1
+        assert not any(api.sim.received(u) for u in users)
+        assert precedence.waiting >= 3
+        clock[0] += 5.0  # no message lately: the loop is the background work's again
+        ticks.put_nowait(None)
+        await until(lambda: all(api.sim.received(u) for u in users))
+        await settle(0.5)
+    assert sorted(llm.questions()) == sorted(f"问题{u}" for u in users)
+    assert [api.sim.received(u) for u in users] == [[expected(llm, f"问题{u}")] for u in users]

@@ -44,6 +44,7 @@ from chatgate.core.delivery import (
 )
 from chatgate.core.locks import KeyedLocks
 from chatgate.core.messages import ConversationKey
+from chatgate.core.precedence import Precedence
 from chatgate.core.splitting import utf8_len
 from chatgate.core.tasks import SupervisorClosed, TaskSupervisor
 from chatgate.core.telemetry import LOST_GIVEN_UP, NO_TELEMETRY, PUSH, Telemetry, unseen
@@ -160,6 +161,7 @@ class Pusher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         telemetry: Telemetry = NO_TELEMETRY,
+        precedence: Precedence | None = None,
     ) -> None:
         self._store = store
         self._api = api
@@ -179,6 +181,8 @@ class Pusher:
         self._sleep = sleep
         self._number_bytes = utf8_len(texts.part_number.format(index=99, total=99))
         self._notice_bytes = utf8_len(texts.pending_notice)
+        # Webhook acknowledgements go first: each part is sent once they leave it a turn.
+        self._precedence = precedence
 
     # -- entry points ---------------------------------------------------------------------
     async def forbidden(self, account: str) -> bool:
@@ -272,6 +276,8 @@ class Pusher:
             max_bytes = self._surface.max_bytes
             failures = 0
             while True:
+                if self._precedence is not None:
+                    await self._precedence.turn()
                 step = await self._send_next(answer_id, max_bytes)
                 if step is None:
                     return
@@ -306,6 +312,8 @@ class Pusher:
             self._typing.show(user, answer.id, interacted)
 
     async def _follow(self, answer: AnswerRecord) -> None:
+        if self._precedence is not None:
+            await self._precedence.turn()
         await self._pending.add(answer.id)
         current = await self._store.get_answer(answer.id)
         if current is not None and current.finished:

@@ -1,0 +1,135 @@
+"""Acknowledgements first: background work gives way while webhooks queue up on the loop.
+
+WeChat waits 5 s for each acknowledgement and retries what it does not get in time, so a burst
+of messages must not queue behind the answer jobs and pushes of the messages before it (the
+problem bolt-python solves by acknowledging before its lazy listeners run). Webhooks and
+background work share one event loop, and asyncio runs ready callbacks first come, first
+served: without help, a thousand pushes in progress slow every acknowledgement down.
+
+``Precedence`` tells the two apart by two signs: messages were accepted lately (channels call
+``arrived``), and the loop is late (a probe timer fires ``busy_lag`` or more after it was due).
+While both hold, background work waits in ``turn`` and is let through one unit at a time, at
+least every ``min_interval``, oldest first, so it never stops; otherwise it passes at once. A
+loop made late by background work alone, or by webhooks that are only waiting (a passive reply
+held for the answer), does not slow anything down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+# A loop this late has work queued up (an idle loop fires timers within a millisecond).
+BUSY_LAG = 0.01
+# Messages accepted this recently mean webhooks may be what the loop is busy with.
+RECENT = 0.25
+# While webhooks keep the loop busy, one unit of background work starts at least this often.
+MIN_INTERVAL = 0.005
+# How often the loop's lateness is measured, while messages arrive.
+PROBE_EVERY = 0.005
+
+
+class Precedence:
+    """Lets background work through at once, or, while webhooks load the loop, in a trickle."""
+
+    def __init__(
+        self,
+        *,
+        busy_lag: float = BUSY_LAG,
+        recent: float = RECENT,
+        min_interval: float = MIN_INTERVAL,
+        probe_every: float = PROBE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._busy_lag = busy_lag
+        self._recent = recent
+        self._min_interval = min_interval
+        self._probe_every = probe_every
+        self._clock = clock
+        self._sleep = sleep
+        self._last_arrival = -float("inf")
+        self._lag = 0.0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._prober: asyncio.Task[None] | None = None
+        self._releaser: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Webhooks arrived lately and the loop is late: background work should wait."""
+        return self._clock() - self._last_arrival < self._recent and self._lag >= self._busy_lag
+
+    @property
+    def waiting(self) -> int:
+        """Units of background work waiting for their turn."""
+        return len(self._waiting)
+
+    def arrived(self) -> None:
+        """A message was accepted (called on the acknowledgement path: cheap)."""
+        self._last_arrival = self._clock()
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(
+                self._probe(), name="precedence-probe"
+            )
+
+    def note_lag(self, seconds: float) -> None:
+        """Record how late the loop is (the probe does this; tests may too)."""
+        self._lag = seconds
+
+    async def turn(self) -> None:
+        """Wait until a unit of background work (an answer job, a push) may start."""
+        if not self._waiting and not self.busy:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(
+                self._release(), name="precedence-release"
+            )
+        try:
+            await future
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(future)
+            raise
+
+    async def aclose(self) -> None:
+        """Stop the probe and let everything waiting through (shutting down)."""
+        for task in (self._prober, self._releaser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._release_all()
+
+    async def _release(self) -> None:
+        while self._waiting:
+            if not self.busy:
+                self._release_all()
+                return
+            self._release_one()
+            await self._sleep(self._min_interval)
+
+    def _release_one(self) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    def _release_all(self) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    async def _probe(self) -> None:
+        # Runs while messages arrive; the lag it saw last stays, but counts only while recent.
+        loop = asyncio.get_running_loop()
+        while self._clock() - self._last_arrival < self._recent:
+            due = loop.time() + self._probe_every
+            await asyncio.sleep(self._probe_every)
+            self.note_lag(max(0.0, loop.time() - due))
