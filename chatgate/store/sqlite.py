@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus, Turn
 from chatgate.store.sqlite_schema import migrate
 from chatgate.store.watch import ChangeFeed, hold_lock, wait_finished, watch_changes
 
+log = logging.getLogger(__name__)
+
 # RETURNING arrived in SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
 
@@ -30,6 +33,14 @@ _ANSWER_COLUMNS = (
 _TURN_COLUMNS = "role, content, at, answer_id"
 
 _T = TypeVar("_T")
+
+# Inline writing commits between checkpoints: an acknowledgement's two commits add about ten
+# WAL frames, so this is about SQLite's own default of a checkpoint per 1000 frames.
+_CHECKPOINT_AFTER = 200
+# A WAL this long after a checkpoint means writes never paused long enough for it to start
+# over (see ``_Checkpoints``): about 32 MiB at the default 4 KiB page. Each forced restart
+# holds operations for a few fsyncs (~20 ms here), so not much lower.
+_RESTART_FRAMES = 8000
 
 _UPDATE_ANSWER = f"""
     UPDATE answers SET
@@ -110,6 +121,7 @@ def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
 
 
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """The worker thread's connection: it waits for locks, migrates, and checkpoints."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
@@ -123,15 +135,65 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
+def _connect_inline(path: str) -> sqlite3.Connection:
+    """The event loop's connection: it never waits and never checkpoints.
+
+    ``busy_timeout = 0``: a lock held by another connection (another process, or the worker
+    thread's) is answered with SQLITE_BUSY at once instead of a wait that would stall every
+    coroutine; the store then re-runs the operation in the worker thread, which may wait.
+    ``wal_autocheckpoint = 0``: a checkpoint copies and fsyncs for milliseconds, so the worker
+    thread runs them instead (``_Checkpoints``).
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # Per connection, not kept in the file: without it this one would fsync every commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_both(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    # The worker's connection first: it switches to WAL and migrates, waiting on other
+    # processes if it must, so the inline connection only ever sees an up-to-date schema.
+    conn = _connect(path, busy_timeout)
+    try:
+        return conn, _connect_inline(path)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds a lock (any SQLITE_BUSY variant)."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _close(inline: sqlite3.Connection, conn: sqlite3.Connection) -> None:
+    # The last connection to close checkpoints the WAL into the file and removes it: in the
+    # worker thread, so off the loop too.
+    try:
+        inline.close()
+    finally:
+        conn.close()
+
+
 class _Worker:
     """One thread that runs calls in the order given and settles their asyncio futures.
 
     Hand-written instead of a one-thread ``ThreadPoolExecutor``: that costs a
     ``concurrent.futures.Future`` (with its lock and condition) and a chained asyncio future
-    per call, a measurable share of a store operation on the acknowledgement path.
+    per call, a measurable share of a store operation on the acknowledgement path. Between
+    calls, and at least every ``period`` seconds when idle, it runs ``chore`` (if set).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, period: float) -> None:
+        self.chore: Callable[[], None] | None = None
+        self._period = period
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="chatgate-sqlite", daemon=True)
         self._thread.start()
@@ -142,26 +204,62 @@ class _Worker:
         self._calls.put((loop, future, work, args))
         return future
 
+    def post(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in turn, with nobody waiting for it: no future, no wake-up of the loop."""
+        self._calls.put((None, None, work, ()))
+
     async def stop(self) -> None:
         """End the thread once the calls given before have run."""
         self._calls.put(None)
         await asyncio.to_thread(self._thread.join)
 
     def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            loop, future, work, args = call
+        due = time.monotonic() + self._period
+        while True:
             try:
-                result = work(*args)
-            except BaseException as exc:  # handed to the caller, whatever it is
-                outcome: tuple[bool, Any] = (False, exc)
+                call = self._calls.get(timeout=max(due - time.monotonic(), 0.0))
+            except queue.Empty:
+                pass
             else:
-                outcome = (True, result)
-            # RuntimeError: the loop closed meanwhile, and nobody waits any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, outcome)
+                if call is None:
+                    return
+                self._do(*call)
+            # Checked after every call too: a steady stream of calls never lets get() time out.
+            if time.monotonic() >= due:
+                due = time.monotonic() + self._period
+                if (chore := self.chore) is not None:
+                    self._do(None, None, chore, ())
+
+    @staticmethod
+    def _do(
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+        work: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
+        try:
+            result = work(*args)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            if loop is None or future is None:
+                # Nobody to hand it to, and the thread must live on for the calls after.
+                log.exception("SQLite background work failed")
+                return
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            if loop is None or future is None:
+                return
+            outcome = (True, result)
+        # RuntimeError: the loop closed meanwhile, and nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, outcome)
 
 
-_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Call = tuple[
+    asyncio.AbstractEventLoop | None,
+    "asyncio.Future[Any] | None",
+    Callable[..., Any],
+    tuple[Any, ...],
+]
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -174,14 +272,152 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
         future.set_exception(value)
 
 
+class _Checkpoints:
+    """Checkpoints, in the worker thread, the WAL frames that inline writes leave behind.
+
+    The event loop counts its writing commits (``wrote``); the worker thread checkpoints when
+    ``_CHECKPOINT_AFTER`` of them have piled up (about SQLite's own 1000-page autocheckpoint)
+    or, for a trickle, on its periodic chore. Each counter has one writer thread, so the two
+    threads share them without a lock; a stale read only moves a checkpoint a little.
+
+    A PASSIVE checkpoint never holds writers up, but the log only starts over when one has
+    copied every frame and no write came after it, which a steady stream of inline writes
+    never allows: the WAL would grow for as long as the load lasts. So once it is longer than
+    ``_RESTART_FRAMES`` the thread restarts it, with ``restarting`` set meanwhile: operations
+    then wait on the loop (``restarted``) for the few milliseconds it takes. Taking the write
+    lock every few microseconds instead would starve the checkpoint's lock polling (1, 2,
+    5, … ms sleeps), and handing them to the thread would queue them behind it and then have
+    them contend with the inline ones for the lock.
+
+    Both only bound the WAL if the thread gets to run, and nothing makes a busy loop thread
+    hand it the processor: on a loaded machine the loop outran it by thousands of frames. So
+    when a batch of inline writes is done while the checkpoint asked for after the one
+    before has still not run, operations wait (``held``) until the thread has caught up.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, worker: _Worker) -> None:
+        self._conn = conn
+        self._worker = worker
+        self.written = 0  # writing commits made inline; only the loop thread adds
+        self._asked = 0  # ``written`` when the loop last posted a checkpoint; loop thread only
+        self._done = 0  # ``written`` as of the last checkpoint; worker thread only
+        self._stopped = False  # worker thread only
+        # Set, and cleared, by the worker thread under ``_lock``; read without it by the loop
+        # on every operation (a stale False lets one operation race the restart for the
+        # lock: it falls back to the thread if it loses).
+        self.restarting = False
+        self._lock = threading.Lock()
+        self._resumed: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        # The checkpoint the loop waits for, while the thread is a batch behind; loop only.
+        self.held: asyncio.Future[None] | None = None
+
+    def wrote(self) -> None:
+        """Count a writing commit made inline (event loop thread)."""
+        self.written += 1
+        if self.written - max(self._asked, self._done) < _CHECKPOINT_AFTER:
+            return
+        # A stale ``_done`` only makes this wait once without need.
+        behind = self._asked > self._done
+        self._asked = self.written
+        if not behind:
+            self._worker.post(self.run)
+            return
+        held = self.held = self._worker.run(self.run)
+        held.add_done_callback(self._caught_up)
+
+    def _caught_up(self, held: asyncio.Future[None]) -> None:
+        if self.held is held:
+            self.held = None
+        if not held.cancelled() and (exc := held.exception()) is not None:
+            log.error("SQLite checkpoint failed", exc_info=exc)
+
+    async def ready(self) -> None:
+        """Return once no restart is under way and the thread is not behind (event loop)."""
+        while True:
+            if (held := self.held) is not None:
+                # ``wait``, not the future itself: its outcome (even a failure) is the
+                # thread's to log, and a cancelled waiter must leave it to the others.
+                await asyncio.wait((held,))
+            elif self.restarting:
+                await self.restarted()
+            else:
+                return
+
+    async def restarted(self) -> None:
+        """Return once the restart under way (if any) is over (event loop thread)."""
+        with self._lock:
+            if not self.restarting:
+                return
+            loop = asyncio.get_running_loop()
+            event = self._resumed.get(loop)
+            if event is None:
+                event = self._resumed[loop] = asyncio.Event()
+        await event.wait()
+
+    def stop(self) -> None:
+        """No more checkpoints (worker thread): the connections are about to close."""
+        self._stopped = True
+        self._worker.chore = None
+
+    def run(self) -> None:
+        """Checkpoint if anything was written inline since the last time (worker thread)."""
+        written = self.written
+        if self._stopped or written == self._done:
+            return
+        try:
+            _busy_flag, frames, _copied = self._conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+            if frames > _RESTART_FRAMES:
+                self._restart()
+        except sqlite3.Error as exc:
+            # Another process checkpointing, or holding its lock past busy_timeout: the
+            # frames stay in the WAL, safe, for the next checkpoint.
+            log.warning("SQLite checkpoint put off: %s", exc)
+        self._done = written
+
+    def _restart(self) -> None:
+        with self._lock:
+            self.restarting = True
+        try:
+            busy, _frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if not busy:
+                # The first write into a restarted log rewrites its header and fsyncs it:
+                # this one, here, rather than the next inline write on the loop.
+                _in_transaction(
+                    self._conn, lambda conn: _run(conn, "UPDATE schema_version SET id = id")
+                )
+        finally:
+            with self._lock:
+                self.restarting = False
+                resumed, self._resumed = self._resumed, {}
+            for loop, event in resumed.items():
+                # RuntimeError: that loop closed meanwhile, and nobody waits any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
+
+
 class SqliteStore:
     """All state in one SQLite file (WAL mode), shared safely by several processes.
 
-    One connection per store object, owned by one worker thread: each store operation runs
-    its whole statement sequence (and commit) as one call in that thread, so operations never
-    interleave and each costs one hop between the event loop and the thread. Across
-    processes, write transactions start ``IMMEDIATE`` and wait up to ``busy_timeout`` seconds
-    for the file's write lock. Changes made through this object wake its waiters at once;
+    Two connections per store object. Operations run **inline**, on the event loop's thread,
+    on a connection that never waits: an operation's statements take 10–40 µs, while handing
+    it to a thread and back (future, queue, wake-up, GIL hand-over) cost about 250 µs of CPU,
+    which capped the webhook acknowledgement (two operations per message) at well under half
+    the memory store's rate. The connection fails at once instead of waiting
+    (``busy_timeout = 0``), so it cannot stall the loop: an operation that meets a lock held
+    elsewhere (another process, or this object's own thread mid-transaction) is run again in
+    the **worker thread**, whose connection waits up to ``busy_timeout`` seconds as before.
+    Every operation is atomic (one statement, or one ``BEGIN IMMEDIATE`` transaction), so
+    one refused with SQLITE_BUSY left nothing behind and may simply be repeated there.
+
+    The thread also keeps the work that can take long: opening and migrating, the scans and
+    bulk deletes (``heavy``), and WAL checkpoints, which copy pages and fsync for
+    milliseconds; the inline connection never checkpoints, and the thread does it off the loop
+    after every ``_CHECKPOINT_AFTER`` inline writes or ``checkpoint_interval`` seconds.
+
+    Operations never interleave: inline ones run whole between two awaits, and the thread
+    runs its calls one by one. Changes made through this object wake its waiters at once;
     changes made by another process are seen by re-reading every ``poll_interval`` seconds.
 
     Durability: ``synchronous=NORMAL`` in WAL mode keeps every committed write across a
@@ -195,13 +431,17 @@ class SqliteStore:
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.25,
         busy_timeout: float = 5.0,
+        checkpoint_interval: float = 1.0,
     ) -> None:
         self._path = path
         self._clock = clock
         self._poll = poll_interval
         self._busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
+        self._checkpoint_interval = checkpoint_interval
+        self._inline: sqlite3.Connection | None = None  # the event loop's
+        self._conn: sqlite3.Connection | None = None  # the worker thread's
         self._worker: _Worker | None = None
+        self._checkpoints: _Checkpoints | None = None
         self._lifecycle = asyncio.Lock()
         self._answer_feed = ChangeFeed()
         self._lock_feed = ChangeFeed()
@@ -217,46 +457,74 @@ class SqliteStore:
                 return
             if sqlite3.sqlite_version_info < _MIN_SQLITE:
                 raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later")
-            # One thread, so statements run one operation at a time, in the order submitted.
-            worker = _Worker()
+            worker = _Worker(self._checkpoint_interval)
             try:
-                conn = await worker.run(_connect, self._path, self._busy_timeout)
+                # In the thread: migrating may wait for another process's lock.
+                conn, inline = await worker.run(_connect_both, self._path, self._busy_timeout)
             except sqlite3.Error as exc:
                 await worker.stop()
                 raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
             except BaseException:
                 await worker.stop()
                 raise
-            self._conn, self._worker = conn, worker
+            checkpoints = _Checkpoints(conn, worker)
+            worker.chore = checkpoints.run
+            self._inline, self._conn, self._worker = inline, conn, worker
+            self._checkpoints = checkpoints
 
     async def close(self) -> None:
         async with self._lifecycle:
-            conn, worker = self._conn, self._worker
-            self._conn = self._worker = None
-            if conn is None or worker is None:
+            inline, conn, worker = self._inline, self._conn, self._worker
+            checkpoints = self._checkpoints
+            self._inline = self._conn = self._worker = self._checkpoints = None
+            if inline is None or conn is None or worker is None or checkpoints is None:
                 return
-            # Operations submitted before this run first: the worker keeps their order.
+            # Operations submitted before this run first: inline ones are over already, and
+            # the worker keeps the order of the rest. A checkpoint under way finishes before
+            # ``stop``; operations that waited for its restart wake before ``stop``'s result
+            # does, and run (or join the worker's queue) before the connections close.
             try:
-                await worker.run(conn.close)
+                await worker.run(checkpoints.stop)
+                await worker.run(_close, inline, conn)
             finally:
                 await worker.stop()
 
     async def ping(self) -> None:
         await self._call(lambda conn: _rows(conn, "SELECT 1"))
 
-    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` with the connection in its thread; SQLite errors become ``StoreError``."""
-        conn, worker = self._conn, self._worker
-        if conn is None or worker is None:
+    async def _call(self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False) -> _T:
+        """Run ``work``, one atomic operation, inline (or in the thread if ``heavy`` or it
+        meets a lock); SQLite errors become ``StoreError``."""
+        inline, conn, worker, checkpoints = (
+            self._inline,
+            self._conn,
+            self._worker,
+            self._checkpoints,
+        )
+        if inline is None or conn is None or worker is None or checkpoints is None:
             raise StoreError("the SQLite store is not open")
+        if not heavy:
+            if checkpoints.restarting or checkpoints.held is not None:
+                await checkpoints.ready()
+            changes = inline.total_changes
+            try:
+                result = work(inline)
+            except sqlite3.Error as exc:
+                if not _busy(exc):
+                    raise StoreError(f"SQLite: {exc}") from exc
+                # Refused whole (see the class docstring): the thread may wait for the lock.
+            else:
+                if inline.total_changes != changes:
+                    checkpoints.wrote()
+                return result
         try:
             return await worker.run(work, conn)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite: {exc}") from exc
 
-    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` as one write transaction in the connection's thread."""
-        return await self._call(lambda conn: _in_transaction(conn, work))
+    async def _write(self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False) -> _T:
+        """Run ``work`` as one write transaction."""
+        return await self._call(lambda conn: _in_transaction(conn, work), heavy=heavy)
 
     # -- message claims -------------------------------------------------------------------
     async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
@@ -413,7 +681,8 @@ class SqliteStore:
                 f"SELECT {_ANSWER_COLUMNS} FROM answers"
                 f" WHERE status IN ({_UNFINISHED}) AND kind = ? ORDER BY seq",
                 (AnswerKind.LLM.value,),
-            )
+            ),
+            heavy=True,
         )
         return [_answer(row) for row in rows]
 
@@ -504,7 +773,7 @@ class SqliteStore:
                 _run(conn, f"DELETE FROM {table} WHERE conversation = ?", (conversation,))
             return rows
 
-        for row in await self._write(delete):
+        for row in await self._write(delete, heavy=True):
             self._answer_feed.notify(row["id"])
 
     # -- small keyed values ---------------------------------------------------------------
@@ -596,7 +865,7 @@ class SqliteStore:
             purged += _run(conn, "DELETE FROM locks WHERE expires_at <= ?", (now,))
             return answers, purged
 
-        answers, purged = await self._write(purge)
+        answers, purged = await self._write(purge, heavy=True)
         for row in answers:
             self._answer_feed.notify(row["id"])
         return purged

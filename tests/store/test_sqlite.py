@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 
 from chatgate.errors import StoreError
+from chatgate.store import sqlite as sqlite_module
 from chatgate.store.base import AnswerRecord, AnswerStatus
 from chatgate.store.sqlite import SqliteStore
 from chatgate.store.sqlite_schema import SCHEMA_VERSION
@@ -128,3 +133,226 @@ async def test_a_release_wakes_a_lock_waiter_without_polling(deaf_store: SqliteS
         assert not entered.is_set()
     async with asyncio.timeout(WITHIN):
         await waiter
+
+
+class _OtherProcess:
+    """Another process's connection holding the file's write lock until ``release()``."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._held = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with closing(sqlite3.connect(self._path, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            self._held.set()
+            self._release.wait(timeout=60)
+            conn.execute("ROLLBACK")
+
+    def release(self) -> None:
+        self._release.set()
+
+    async def __aenter__(self) -> _OtherProcess:
+        self._thread.start()
+        assert await asyncio.to_thread(self._held.wait, WITHIN)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+        await asyncio.to_thread(self._thread.join)
+
+
+async def _other_coroutine_runs(rounds: int = 50) -> None:
+    """Return once another task has run ``rounds`` times: the event loop is not blocked."""
+    ran = 0
+
+    async def ticker() -> None:
+        nonlocal ran
+        for _ in range(rounds):
+            ran += 1
+            await asyncio.sleep(0)
+
+    await asyncio.create_task(ticker())
+    assert ran == rounds
+
+
+Write = Callable[[SqliteStore], Awaitable[object]]
+Check = Callable[[SqliteStore], Awaitable[bool]]
+
+
+async def _kv_landed(store: SqliteStore) -> bool:
+    return await store.kv_get("k") == "v"
+
+
+async def _claim_landed(store: SqliteStore) -> bool:
+    return await store.claim_message("msg-1", "a2", 60) == "a1"
+
+
+async def _answer_landed(store: SqliteStore) -> bool:
+    return await store.get_answer("a1") is not None
+
+
+WRITES: dict[str, tuple[Write, Check]] = {
+    "single statement": (lambda store: store.kv_set("k", "v"), _kv_landed),
+    "transaction": (lambda store: store.claim_message("msg-1", "a1", 60), _claim_landed),
+    "create_answer": (lambda store: store.create_answer(make_answer("a1")), _answer_landed),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRITES))
+async def test_a_write_meeting_another_process_lock_waits_off_the_loop_and_lands_after(
+    path: Path, kind: str
+) -> None:
+    write, landed = WRITES[kind]
+    store = SqliteStore(str(path), poll_interval=3600, busy_timeout=60)
+    await store.open()
+    try:
+        async with _OtherProcess(path) as other:
+            # WITHIN is only a safety net: a write that waited for the lock on the loop would
+            # stall this coroutine for as long as the lock is held (or busy_timeout lasts),
+            # and the lock is released only by this coroutine.
+            async with asyncio.timeout(WITHIN):
+                pending = asyncio.create_task(write(store))
+                await _other_coroutine_runs()
+                assert not pending.done()
+                other.release()
+                await pending
+        assert await landed(store)
+        # And the next write, the lock free again, goes through as usual.
+        await store.kv_set("after", "1")
+        assert await store.kv_get("after") == "1"
+    finally:
+        await store.close()
+
+
+async def test_reads_go_on_while_a_write_waits_for_another_process_lock(path: Path) -> None:
+    store = SqliteStore(str(path), poll_interval=3600, busy_timeout=60)
+    await store.open()
+    try:
+        await store.kv_set("old", "1")
+        async with _OtherProcess(path) as other:
+            pending = asyncio.create_task(store.kv_set("k", "v"))
+            await _other_coroutine_runs()
+            # The lock is still held (only ``release`` ends it), so these did not wait for it,
+            # nor queue behind the write that does.
+            async with asyncio.timeout(WITHIN):
+                assert await store.kv_get("old") == "1"
+                assert await store.kv_get("k") is None
+            assert not pending.done()
+            other.release()
+            async with asyncio.timeout(WITHIN):
+                await pending
+        assert await store.kv_get("k") == "v"
+    finally:
+        await store.close()
+
+
+async def test_a_write_waiting_for_another_process_lock_finishes_before_close(
+    path: Path,
+) -> None:
+    store = SqliteStore(str(path), poll_interval=3600, busy_timeout=60)
+    await store.open()
+    async with _OtherProcess(path) as other:
+        pending = asyncio.create_task(store.kv_set("k", "v"))
+        await _other_coroutine_runs()
+        closing_ = asyncio.create_task(store.close())
+        await _other_coroutine_runs()
+        assert not closing_.done()
+        other.release()
+        async with asyncio.timeout(WITHIN):
+            await closing_
+    assert pending.done() and pending.exception() is None
+    assert _query(path, "SELECT value FROM kv WHERE key = 'k'") == [("v",)]
+
+
+async def test_a_lock_held_past_busy_timeout_fails_the_write_with_store_error(
+    path: Path,
+) -> None:
+    store = SqliteStore(str(path), poll_interval=3600, busy_timeout=0.05)
+    await store.open()
+    try:
+        async with _OtherProcess(path):
+            with pytest.raises(StoreError, match="locked"):
+                await store.kv_set("k", "v")
+        assert await store.kv_get("k") is None
+    finally:
+        await store.close()
+
+
+def _in_database_file(path: Path, copy: Path) -> int:
+    """How many kv rows the database file holds without its WAL (-1: caught mid-write)."""
+    shutil.copyfile(path, copy)
+    try:
+        with closing(sqlite3.connect(copy)) as conn:
+            return int(conn.execute("SELECT count(*) FROM kv").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return -1
+
+
+async def test_a_trickle_of_writes_is_checkpointed_into_the_database_file(
+    path: Path, tmp_path: Path
+) -> None:
+    # Far fewer writes than trigger a checkpoint by count: only the periodic one can copy them.
+    store = SqliteStore(str(path), poll_interval=3600, checkpoint_interval=0.05)
+    await store.open()
+    try:
+        for i in range(10):
+            await store.kv_set(f"k{i}", "v")
+        copy = tmp_path / "copy.db"
+        async with asyncio.timeout(WITHIN):
+            # Polled: the checkpoint runs in another thread, and nothing says when it is done.
+            while _in_database_file(path, copy) != 10:  # noqa: ASYNC110
+                await asyncio.sleep(SETTLE)
+    finally:
+        await store.close()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_the_wal_stays_bounded_under_a_steady_stream_of_writes_even_if_checkpoints_lag(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small thresholds, so a few thousand writes are a long steady load; no periodic ones.
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_AFTER", 20)
+    monkeypatch.setattr(sqlite_module, "_RESTART_FRAMES", 200)
+    # A thread kept off the processor for a while, as on a loaded machine: the loop must not
+    # run on ahead of it for the whole load.
+    checkpoint, stalls = sqlite_module._Checkpoints.run, [0.5]
+
+    def slow_checkpoint(self: sqlite_module._Checkpoints) -> None:
+        if stalls:
+            time.sleep(stalls.pop())
+        checkpoint(self)
+
+    monkeypatch.setattr(sqlite_module._Checkpoints, "run", slow_checkpoint)
+    store = SqliteStore(str(path), poll_interval=3600, checkpoint_interval=3600)
+    await store.open()
+    wal = Path(f"{path}-wal")
+    frame = 24 + _query(path, "PRAGMA page_size")[0][0]  # type: ignore[operator]
+    writers, each, biggest = 4, 750, 0
+
+    async def write(writer: int) -> None:
+        nonlocal biggest
+        for i in range(each):
+            await store.kv_set(f"k{writer}-{i}", "v" * 100)
+            assert await store.kv_get(f"k{writer}-{i}") == "v" * 100
+            # Checkpoints run in the worker thread alongside; give it the GIL now and then.
+            await asyncio.sleep(0)
+            biggest = max(biggest, _size(wal))
+
+    try:
+        await asyncio.gather(*(write(w) for w in range(writers)))
+    finally:
+        await store.close()
+    # Each write adds at least two frames: a WAL never started over would pass 6000.
+    assert biggest < 2000 * frame
+    assert _query(path, "SELECT count(*) FROM kv") == [(writers * each,)]
