@@ -12,6 +12,11 @@ Two loads per server: saturated (`--in-flight` requests always outstanding: thro
 latency that is mostly queueing, about in-flight / throughput) and paced (`--rate` messages a
 second, open loop: the latency of one acknowledgement at a steady load). Target: at least 0.5
 of the bare server's throughput, p99 under 50 ms.
+
+Acknowledgements go before background work (``core.precedence``), so during the saturated run
+most answers wait; the last line says how many were pushed by the last acknowledgement and how
+long the backlog took after it (the fake model streams each answer for a fraction of a second,
+at most ``CHATGATE_LLM_CONCURRENCY`` at once).
 """
 
 from __future__ import annotations
@@ -20,20 +25,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import socket
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h11
-import httpx
+from common import child_env, free_port, gateway_argv, serving
 
 from chatgate.sim import wechat_xml
 from chatgate.sim.wechat_api import WeChatAPISim
@@ -44,8 +46,6 @@ APPID = "wxbench0000000001"
 SECRET = "bench-secret"
 ACCOUNT = "gh_bench"
 USERS = 200
-STARTUP_LIMIT = 30.0
-ROOT = Path(__file__).resolve().parent.parent
 
 HELLO_SERVER = """
 import sys
@@ -86,12 +86,6 @@ class Result:
     def ms(self, percentile: float) -> float:
         ordered = sorted(self.latencies)
         return 1000 * ordered[min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def signed_messages(count: int, path: str = "/wechat") -> list[Request]:
@@ -234,33 +228,6 @@ async def paced(client: Client, requests: list[Request], rate: float) -> Result:
     return Result(len(requests), loop.time() - start, latencies, failures)
 
 
-@asynccontextmanager
-async def child(argv: Sequence[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
-    """A server in a child process, up once its /healthz answers; stopped at exit."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        async with asyncio.timeout(STARTUP_LIMIT), httpx.AsyncClient() as client:
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"{' '.join(argv[1:3])} exited with {proc.returncode}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
 @dataclass(frozen=True)
 class Load:
     messages: int
@@ -281,12 +248,32 @@ async def measure(port: int, load: Load) -> tuple[Result, Result]:
     return busy, steady
 
 
-async def run(store: str, load: Load) -> tuple[tuple[Result, Result], tuple[Result, Result], int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGATE_")}
-    env["PYTHONPATH"] = str(ROOT)
+@dataclass(frozen=True)
+class Pushed:
+    """How the answers' pushes kept up with the acknowledgements."""
+
+    during: int  # pushed by the time the last acknowledgement came back
+    total: int  # pushed in all, once the backlog was worked off (or the wait gave up)
+    after: float  # seconds from the last acknowledgement to the last push
+
+
+async def backlog_pushed(api: WeChatAPISim, expected: int, limit: float = 120.0) -> Pushed:
+    """Wait until ``expected`` answers were pushed (one part each), or ``limit`` seconds."""
+    during, acknowledged = len(api.delivered), time.time()  # the sim's clock is time.time
+    # The sim records deliveries in a list; it has no event to wait on.
+    while len(api.delivered) < expected and time.time() - acknowledged < limit:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    last = api.delivered[-1].at if api.delivered else acknowledged
+    return Pushed(during, len(api.delivered), max(0.0, last - acknowledged))
+
+
+async def run(
+    store: str, load: Load
+) -> tuple[tuple[Result, Result], tuple[Result, Result], Pushed]:
+    env = child_env({})
 
     port = free_port()
-    async with child([sys.executable, "-c", HELLO_SERVER, str(port)], env, port):
+    async with serving([sys.executable, "-c", HELLO_SERVER, str(port)], env, port, stop_within=15):
         bare = await measure(port, load)
 
     # Every user wrote just now, and may be sent any number of messages: no push is refused.
@@ -309,9 +296,10 @@ async def run(store: str, load: Load) -> tuple[tuple[Result, Result], tuple[Resu
                 "CHATGATE_WECHAT_MODE": "push",
                 "CHATGATE_WECHAT_API_BASE": api_base,
             }
-            async with child([sys.executable, "-m", "chatgate", "serve"], env, port):
+            async with serving(gateway_argv(), env, port, stop_within=15):
                 gateway = await measure(port, load)
-                pushed = len(api.delivered)
+                sent = load.in_flight + load.messages + load.paced_messages
+                pushed = await backlog_pushed(api, sent)
     return bare, gateway, pushed
 
 
@@ -346,7 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"saturated, {gateway[1].ms(99):.1f} ms paced (target < 50)"
     )
     sent = load.in_flight + load.messages + load.paced_messages
-    print(f"answers pushed to the fake WeChat API meanwhile: {pushed} of {sent}")
+    print(
+        f"answers pushed to the fake WeChat API: {pushed.during} of {sent} by the last "
+        f"acknowledgement, {pushed.total} in all, the last {pushed.after:.1f} s after it"
+    )
     return 0 if gateway[0].failures + gateway[1].failures == 0 else 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -50,39 +51,44 @@ def child_env(settings: Mapping[str, str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def gateway_process(settings: Mapping[str, str]) -> AsyncIterator[str]:
-    """``python -m chatgate serve`` with ``settings`` (CHATGATE_* names); yields its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    # Jobs still running when a bench ends are throwaway: no need to drain them for long.
-    env = child_env({"CHATGATE_SHUTDOWN_GRACE": "1", **settings, "CHATGATE_PORT": str(port)})
+async def serving(
+    argv: Sequence[str], env: Mapping[str, str], port: int, *, stop_within: float = 30.0
+) -> AsyncIterator[None]:
+    """A server in a child process, up once its /healthz answers on ``port``; stopped at exit
+    (SIGTERM, then SIGKILL after ``stop_within`` seconds)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "chatgate",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        *argv, env=dict(env), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
         async with asyncio.timeout(STARTUP_LIMIT), httpx.AsyncClient() as client:
             while True:
                 if proc.returncode is not None:
-                    raise RuntimeError(f"the gateway exited with {proc.returncode}")
-                try:
-                    if (await client.get(url + "/healthz")).status_code == 200:
+                    raise RuntimeError(f"{' '.join(argv[1:3])} exited with {proc.returncode}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                         break
-                except httpx.TransportError:
-                    pass
                 await asyncio.sleep(0.1)
-        yield url
+        yield
     finally:
         if proc.returncode is None:
             proc.terminate()
             try:
-                async with asyncio.timeout(30):
+                async with asyncio.timeout(stop_within):
                     await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def gateway_argv() -> list[str]:
+    return [sys.executable, "-m", "chatgate", "serve"]
+
+
+@asynccontextmanager
+async def gateway_process(settings: Mapping[str, str]) -> AsyncIterator[str]:
+    """``python -m chatgate serve`` with ``settings`` (CHATGATE_* names); yields its URL."""
+    port = free_port()
+    # Jobs still running when a bench ends are throwaway: no need to drain them for long.
+    env = child_env({"CHATGATE_SHUTDOWN_GRACE": "1", **settings, "CHATGATE_PORT": str(port)})
+    async with serving(gateway_argv(), env, port):
+        yield f"http://127.0.0.1:{port}"

@@ -22,21 +22,19 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 import h11
 import httpx
 import redis
 from ack import Connection, Request
+from common import child_env, free_port, gateway_argv, serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatgate.sim import wechat_xml
@@ -46,9 +44,7 @@ TOKEN = "bench-token"
 APPID = "wxbench0000000001"
 ACCOUNT = "gh_bench"
 USERS = 500
-STARTUP_LIMIT = 30.0
 LLM_CALLS = "chatgate_llm_calls_total"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,6 @@ class Result:
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies) or [0.0]
         return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def signed_message(i: int, tag: str) -> tuple[str, bytes]:
@@ -133,36 +123,8 @@ async def load(ports: list[int], count: int, in_flight: int, limit: float, tag: 
     return Result("", sent, time.perf_counter() - started, latencies, failures, 0)
 
 
-@asynccontextmanager
-async def gateway(env: dict[str, str], port: int) -> AsyncIterator[None]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "chatgate",
-        "serve",
-        env={**env, "CHATGATE_PORT": str(port)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(STARTUP_LIMIT), httpx.AsyncClient() as client:
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"a gateway exited with {proc.returncode}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+def gateway(env: dict[str, str], port: int) -> AbstractAsyncContextManager[None]:
+    return serving(gateway_argv(), {**env, "CHATGATE_PORT": str(port)}, port, stop_within=20)
 
 
 async def model_calls(ports: list[int]) -> int:
@@ -227,10 +189,8 @@ def redis_server() -> Iterator[str]:
 
 
 async def run(url: str, args: argparse.Namespace) -> list[Result]:
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGATE_")}
-    base_env.update(
+    base_env = child_env(
         {
-            "PYTHONPATH": str(ROOT),
             "CHATGATE_LOG_LEVEL": "warning",
             "CHATGATE_LLM_PROVIDER": "fake",
             "CHATGATE_WECHAT_TOKEN": TOKEN,
