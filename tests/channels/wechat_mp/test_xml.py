@@ -144,6 +144,23 @@ def test_parse_xml_refuses_a_repeated_top_level_field() -> None:
         parse_xml(body, max_bytes=LIMIT)
 
 
+def test_parse_xml_refuses_a_repeated_top_level_field_that_has_children() -> None:
+    body = b"<xml><Info><A>1</A></Info><Info><B>2</B></Info></xml>"
+    with pytest.raises(BadRequest, match="repeats"):
+        parse_xml(body, max_bytes=LIMIT)
+
+
+def test_parse_xml_keeps_only_the_text_before_a_leaf_s_parent_had_children() -> None:
+    # Mixed content: text around a child belongs to no field; the leaf below it does.
+    body = b"<xml><Info>before<A>1</A>after</Info><B>  spaced  </B></xml>"
+    assert parse_xml(body, max_bytes=LIMIT) == {"Info.A": "1", "B": "  spaced  "}
+
+
+def test_parse_xml_joins_a_leaf_s_text_split_across_cdata_sections_and_references() -> None:
+    body = b"<xml><C><![CDATA[a]]]]><![CDATA[>b]]>&#13;&amp;<![CDATA[c]]></C></xml>"
+    assert parse_xml(body, max_bytes=LIMIT) == {"C": "a]]>b\r&c"}
+
+
 def test_text_reply_matches_the_documented_layout() -> None:
     assert text_reply("oUser", "gh_abc", "你好", 1700000000) == (
         "<xml><ToUserName><![CDATA[oUser]]></ToUserName>"
