@@ -7,8 +7,6 @@ their replies encrypted with the key that worked.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -19,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatgate.channels.body import PayloadTooLarge, read_body
+from chatgate.channels.disconnect import ClientGone
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.inbound import CHANNEL, to_inbound
 from chatgate.channels.wechat_mp.signature import verify_signature
@@ -31,15 +30,6 @@ from chatgate.errors import BadRequest, SignatureError
 log = logging.getLogger(__name__)
 
 XML_MEDIA_TYPE = "application/xml"
-
-
-async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
-    # Once the body is read, the next ASGI message is the client going away.
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            return
 
 
 def _refusal(exc: BadRequest) -> str:
@@ -123,19 +113,12 @@ class WeChatEndpoint:
             self._telemetry.webhook_refused(CHANNEL, _refusal(exc))
             return PlainTextResponse(type(exc).__name__, status_code=exc.status_code)
 
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(request, gone))
-        try:
-            with log_scope(
-                channel=CHANNEL,
-                message_id=inbound.dedup_key,
-                conversation=str(inbound.conversation),
-            ):
-                text = await self._window.respond(inbound, arrived, gone)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        with log_scope(
+            channel=CHANNEL,
+            message_id=inbound.dedup_key,
+            conversation=str(inbound.conversation),
+        ):
+            text = await self._window.respond(inbound, arrived, ClientGone(request.receive))
         if not text:
             return PlainTextResponse("success")
         xml = text_reply(inbound.user, inbound.account, text, int(self._clock()))

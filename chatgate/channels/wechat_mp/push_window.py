@@ -12,9 +12,9 @@ an account that got 48001 (may not push) is served by the passive strategy.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from chatgate.channels.disconnect import Disconnect
 from chatgate.channels.wechat_mp.push import Pusher
 from chatgate.channels.wechat_mp.window import PassiveWindow
 from chatgate.core.delivery import DELIVERY_META, PUSHED, Delivery
@@ -35,7 +35,7 @@ class PushWindow:
         self._pusher = pusher
 
     async def respond(
-        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         if await self._pusher.forbidden(inbound.account):
             return await self._passive.respond(inbound, arrived, client_gone)
@@ -72,7 +72,7 @@ class HybridWindow:
         self._telemetry = telemetry
 
     async def respond(
-        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         if await self._pusher.forbidden(inbound.account):
             return await self._passive.respond(inbound, arrived, client_gone)

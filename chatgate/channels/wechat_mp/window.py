@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from chatgate.channels.disconnect import Disconnect
 from chatgate.core.delivery import Delivery
 from chatgate.core.dispatcher import Dispatcher, Ticket
 from chatgate.core.messages import Inbound
@@ -32,7 +33,7 @@ HOLD_MARGIN = 1.0
 
 class WindowStrategy(Protocol):
     async def respond(
-        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         """The text to reply to this try, or ``None`` to reply nothing (``success``)."""
 
@@ -58,13 +59,13 @@ class PassiveWindow:
         self._telemetry = telemetry
 
     async def respond(
-        self, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         ticket = await self._dispatcher.accept(inbound)
         return await self.answer(ticket, inbound, arrived, client_gone)
 
     async def answer(
-        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         """The passive reply to a try already accepted (other strategies fall back to it)."""
         ready = await self._delivery.ready(ticket.answer, arrived + self._deadline)
@@ -85,7 +86,7 @@ class PassiveWindow:
         return await self._delivery.reply_text(ready)
 
     async def _hold(
-        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: asyncio.Event
+        self, ticket: Ticket, inbound: Inbound, arrived: float, client_gone: Disconnect
     ) -> str | None:
         """Keep the try open until WeChat gives up on it, so that it sends the next one."""
         until = arrived + PLATFORM_TIMEOUT + HOLD_MARGIN
