@@ -397,6 +397,65 @@ class _Checkpoints:
                     loop.call_soon_threadsafe(event.set)
 
 
+def _atomically(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``work`` inside the open transaction, all or nothing (a savepoint)."""
+    conn.execute("SAVEPOINT operation")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK TO operation")
+        conn.execute("RELEASE operation")
+        raise
+    conn.execute("RELEASE operation")
+    return result
+
+
+class _Group:
+    """One write transaction for every inline write made in one event-loop iteration.
+
+    A commit costs more than the statements it commits: it writes each page they changed to
+    the WAL, a frame at a time, and an acknowledgement's two commits were most of its store
+    time. Under load many acknowledgements write in the same iteration, and one commit for all
+    of them writes the pages they share (a table's last leaf, the indexes that grow at one
+    end) once. The transaction opens with the iteration's first write and commits from a
+    callback scheduled then, so it never outlives the iteration after; each writer returns
+    once it has committed, so nothing is acknowledged that a crash could still take back.
+    Reads on the loop meanwhile see its writes, as they would once it has committed.
+    """
+
+    __slots__ = ("_conn", "_open", "_waiters")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._waiters: list[asyncio.Future[None]] = []
+        self._open = True
+
+    async def committed(self) -> None:
+        """Return once this transaction has committed (``StoreError`` if it failed)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def commit(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        failure: StoreError | None = None
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            failure = StoreError(f"SQLite: commit failed: {exc}")
+        for waiter in self._waiters:
+            if waiter.done():
+                continue  # its writer was cancelled meanwhile: nobody left to tell
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
+
+
 class SqliteStore:
     """All state in one SQLite file (WAL mode), shared safely by several processes.
 
@@ -410,6 +469,8 @@ class SqliteStore:
     the **worker thread**, whose connection waits up to ``busy_timeout`` seconds as before.
     Every operation is atomic (one statement, or one ``BEGIN IMMEDIATE`` transaction), so
     one refused with SQLITE_BUSY left nothing behind and may simply be repeated there.
+    Inline writes share one transaction per loop iteration (``_Group``): a commit costs more
+    than the statements it commits, and under load many acknowledgements write at once.
 
     The thread also keeps the work that can take long: opening and migrating, the scans and
     bulk deletes (``heavy``), and WAL checkpoints, which copy pages and fsync for
@@ -442,6 +503,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None  # the worker thread's
         self._worker: _Worker | None = None
         self._checkpoints: _Checkpoints | None = None
+        self._group: _Group | None = None  # the inline write transaction open, if any
         self._lifecycle = asyncio.Lock()
         self._answer_feed = ChangeFeed()
         self._lock_feed = ChangeFeed()
@@ -479,6 +541,8 @@ class SqliteStore:
             self._inline = self._conn = self._worker = self._checkpoints = None
             if inline is None or conn is None or worker is None or checkpoints is None:
                 return
+            if self._group is not None:
+                self._commit(self._group)  # the writes of this iteration, before closing
             # Operations submitted before this run first: inline ones are over already, and
             # the worker keeps the order of the rest. A checkpoint under way finishes before
             # ``stop``; operations that waited for its restart wake before ``stop``'s result
@@ -493,8 +557,34 @@ class SqliteStore:
         await self._call(lambda conn: _rows(conn, "SELECT 1"))
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False) -> _T:
-        """Run ``work``, one atomic operation, inline (or in the thread if ``heavy`` or it
-        meets a lock); SQLite errors become ``StoreError``."""
+        """Run ``work``, an operation that only reads, inline (or in the thread if ``heavy``
+        or it meets a lock); SQLite errors become ``StoreError``."""
+        return await self._run(work, heavy=heavy, writes=False)
+
+    async def _write(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        *,
+        heavy: bool = False,
+        several: bool = False,
+    ) -> _T:
+        """Run ``work``, an operation that writes, all or nothing; return once it is committed.
+
+        Inline, it joins this loop iteration's group transaction (``_Group``); in the thread
+        (``heavy``, or the lock is held elsewhere) it is a transaction of its own.
+        ``several``: it runs more than one writing statement, kept all or none by a savepoint
+        (one statement that fails leaves nothing behind by itself).
+        """
+        return await self._run(work, heavy=heavy, writes=True, several=several)
+
+    async def _run(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        *,
+        heavy: bool,
+        writes: bool,
+        several: bool = False,
+    ) -> _T:
         inline, conn, worker, checkpoints = (
             self._inline,
             self._conn,
@@ -506,25 +596,46 @@ class SqliteStore:
         if not heavy:
             if checkpoints.restarting or checkpoints.held is not None:
                 await checkpoints.ready()
-            changes = inline.total_changes
-            try:
-                result = work(inline)
-            except sqlite3.Error as exc:
-                if not _busy(exc):
-                    raise StoreError(f"SQLite: {exc}") from exc
-                # Refused whole (see the class docstring): the thread may wait for the lock.
-            else:
-                if inline.total_changes != changes:
-                    checkpoints.wrote()
-                return result
+            group = self._group
+            if writes and group is None:
+                group = self._begin(inline)
+            if group is not None or not writes:
+                changes = inline.total_changes
+                try:
+                    result = _atomically(inline, work) if several else work(inline)
+                except sqlite3.Error as exc:
+                    if group is not None or not _busy(exc):
+                        raise StoreError(f"SQLite: {exc}") from exc
+                    # A read refused whole (see the class docstring): the thread may wait.
+                else:
+                    if inline.total_changes != changes:
+                        checkpoints.wrote()
+                        if group is not None:
+                            await group.committed()
+                    return result
         try:
+            if writes:
+                return await worker.run(_in_transaction, conn, work)
             return await worker.run(work, conn)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite: {exc}") from exc
 
-    async def _write(self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False) -> _T:
-        """Run ``work`` as one write transaction."""
-        return await self._call(lambda conn: _in_transaction(conn, work), heavy=heavy)
+    def _begin(self, inline: sqlite3.Connection) -> _Group | None:
+        """Open this iteration's group transaction; ``None`` if another holds the lock."""
+        try:
+            inline.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                return None
+            raise StoreError(f"SQLite: {exc}") from exc
+        group = self._group = _Group(inline)
+        asyncio.get_running_loop().call_soon(self._commit, group)
+        return group
+
+    def _commit(self, group: _Group) -> None:
+        if self._group is group:
+            self._group = None
+        group.commit()
 
     # -- message claims -------------------------------------------------------------------
     async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
@@ -575,7 +686,7 @@ class SqliteStore:
             ).lastrowid
 
         try:
-            seq = await self._call(insert)
+            seq = await self._write(insert)
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise StoreError(
@@ -611,7 +722,7 @@ class SqliteStore:
             return
         now = self._clock()
         # One cheap UPDATE per streamed chunk; a finished answer's text is final.
-        changed = await self._call(
+        changed = await self._write(
             lambda conn: _run(
                 conn,
                 "UPDATE answers SET text = text || ?, updated_at = ?"
@@ -639,7 +750,7 @@ class SqliteStore:
             "meta": None if meta is None else json.dumps(meta),
             "now": self._clock(),
         }
-        rows = await self._call(lambda conn: _rows(conn, _UPDATE_ANSWER, params))
+        rows = await self._write(lambda conn: _rows(conn, _UPDATE_ANSWER, params))
         if not rows:
             return None
         self._answer_feed.notify(answer_id)
@@ -661,7 +772,7 @@ class SqliteStore:
                 conn, f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?", (answer_id,)
             )
 
-        changed, rows = await self._call(mark)
+        changed, rows = await self._write(mark)
         if changed:
             self._answer_feed.notify(answer_id)
         return _answer(rows[0]) if rows else None
@@ -716,7 +827,8 @@ class SqliteStore:
                 "INSERT INTO turns (conversation, role, content, at, answer_id)"
                 " VALUES (?, ?, ?, ?, ?)",
                 params,
-            )
+            ),
+            several=True,
         )
 
     async def recent_turns(self, conversation: str, limit: int) -> list[Turn]:
@@ -750,7 +862,7 @@ class SqliteStore:
         return [_turn(row) for row in reversed(rows)]
 
     async def reset_context(self, conversation: str) -> None:
-        await self._call(
+        await self._write(
             lambda conn: _run(
                 conn,
                 "INSERT INTO context_resets (conversation, after_turn)"
@@ -790,7 +902,7 @@ class SqliteStore:
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None) -> None:
         expires_at = None if ttl is None else self._clock() + ttl
-        await self._call(
+        await self._write(
             lambda conn: _run(
                 conn,
                 "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
@@ -799,7 +911,7 @@ class SqliteStore:
         )
 
     async def kv_delete(self, key: str) -> None:
-        await self._call(lambda conn: _run(conn, "DELETE FROM kv WHERE key = ?", (key,)))
+        await self._write(lambda conn: _run(conn, "DELETE FROM kv WHERE key = ?", (key,)))
 
     async def incr(self, key: str, ttl: float) -> int:
         now = self._clock()
@@ -826,7 +938,7 @@ class SqliteStore:
     def lock(self, name: str, ttl: float = 30.0) -> AbstractAsyncContextManager[None]:
         async def try_acquire(owner: str) -> bool:
             now = self._clock()
-            taken = await self._call(
+            taken = await self._write(
                 lambda conn: _run(
                     conn,
                     "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?)"
@@ -839,7 +951,7 @@ class SqliteStore:
             return taken == 1
 
         async def release(owner: str) -> None:
-            await self._call(
+            await self._write(
                 lambda conn: _run(
                     conn, "DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner)
                 )

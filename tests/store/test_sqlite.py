@@ -16,7 +16,7 @@ import pytest
 
 from chatgate.errors import StoreError
 from chatgate.store import sqlite as sqlite_module
-from chatgate.store.base import AnswerRecord, AnswerStatus
+from chatgate.store.base import AnswerRecord, AnswerStatus, Turn
 from chatgate.store.sqlite import SqliteStore
 from chatgate.store.sqlite_schema import SCHEMA_VERSION
 from tests.store.support import SETTLE, WITHIN, make_answer
@@ -356,3 +356,84 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_writes_even_if_che
     # Each write adds at least two frames: a WAL never started over would pass 6000.
     assert biggest < 2000 * frame
     assert _query(path, "SELECT count(*) FROM kv") == [(writers * each,)]
+
+
+def _elsewhere(path: Path, key: str) -> list[tuple[object, ...]]:
+    """What another connection (another process) reads of ``key``: committed data only."""
+    return _query(path, f"SELECT value FROM kv WHERE key = '{key}'")
+
+
+async def test_a_write_returns_only_once_another_process_can_read_it(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    for i in range(5):
+        await deaf_store.kv_set(f"k{i}", "v")
+        assert _elsewhere(path, f"k{i}") == [("v",)]
+
+
+async def test_writes_made_in_one_loop_iteration_share_one_commit(
+    deaf_store: SqliteStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[int] = []
+    commit = sqlite_module._Group.commit
+
+    def counted(self: sqlite_module._Group) -> None:
+        commits.append(len(self._waiters))
+        commit(self)
+
+    monkeypatch.setattr(sqlite_module._Group, "commit", counted)
+    await asyncio.gather(*(deaf_store.kv_set(f"k{i}", "v") for i in range(20)))
+    assert commits == [20]
+    assert _query(path, "SELECT count(*) FROM kv") == [(20,)]
+
+
+async def test_a_write_that_fails_leaves_the_others_of_its_commit_in_place(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    await deaf_store.create_answer(make_answer("a1"))
+    duplicate, written = await asyncio.gather(
+        deaf_store.create_answer(make_answer("a1")),
+        deaf_store.kv_set("k", "v"),
+        return_exceptions=True,
+    )
+    assert isinstance(duplicate, StoreError)
+    assert written is None
+    assert _elsewhere(path, "k") == [("v",)]
+
+
+async def test_a_write_of_several_statements_that_fails_leaves_nothing_of_itself(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    good = Turn(role="user", content="kept", at=1.0)
+    bad = Turn(role="user", content=None, at=2.0)  # type: ignore[arg-type]  # NOT NULL
+    outcomes = await asyncio.gather(
+        deaf_store.append_turns("c1", [good]),
+        deaf_store.append_turns("c2", [good, bad]),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], StoreError)
+    assert _query(path, "SELECT conversation, content FROM turns") == [("c1", "kept")]
+
+
+async def test_a_writer_cancelled_while_its_commit_is_pending_leaves_the_others_to_finish(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    cancelled = asyncio.ensure_future(deaf_store.kv_set("a", "1"))
+    others = asyncio.gather(*(deaf_store.kv_set(f"k{i}", "v") for i in range(3)))
+    await asyncio.sleep(0)  # all four have written and wait for the commit
+    cancelled.cancel()
+    await others
+    # Cancelled after it had written: its write went with the others.
+    assert _elsewhere(path, "a") == [("1",)]
+    assert _query(path, "SELECT count(*) FROM kv") == [(4,)]
+
+
+async def test_close_commits_the_writes_still_waiting_for_their_commit(path: Path) -> None:
+    store = SqliteStore(str(path), poll_interval=3600)
+    await store.open()
+    writes = asyncio.gather(*(store.kv_set(f"k{i}", "v") for i in range(3)))
+    await asyncio.sleep(0)  # written, waiting for the commit scheduled for the next iteration
+    await store.close()
+    await writes
+    assert _query(path, "SELECT count(*) FROM kv") == [(3,)]
