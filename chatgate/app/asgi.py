@@ -133,7 +133,8 @@ def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) ->
             await services.store.close()
 
     app = Starlette(
-        routes=[*routes, *(services.routes if role.web else [])],
+        # The channels' webhooks first: every message is matched against the routes in order.
+        routes=[*(services.routes if role.web else []), *routes],
         middleware=[
             Middleware(
                 DrainGate,

@@ -202,13 +202,14 @@ def build_services(
     telemetry.track_jobs(
         queued=lambda: jobs.active - metered.in_flight, running=lambda: metered.in_flight
     )
-    services.routes.extend(Pages(store, links, clock=clock, telemetry=telemetry).routes())
+    # Starlette tries routes in order: the webhooks, hit by every message, come first.
     if settings.wechat_enabled:
         services.routes.extend(_wechat_routes(settings, services, clock))
     else:
         log.warning("CHATGATE_WECHAT_TOKEN is not set: the WeChat webhook is off")
     if settings.dingtalk_enabled:
         _install_dingtalk(settings, services, clock)
+    services.routes.extend(Pages(store, links, clock=clock, telemetry=telemetry).routes())
     return services
 
 
