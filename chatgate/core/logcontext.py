@@ -36,11 +36,15 @@ class _Scope:
         self._token: Token[Mapping[str, str]] | None = None
 
     def __enter__(self) -> None:
-        merged = dict(_context.get())
-        for key, value in self._fields.items():
-            if value is not None:
-                merged[key] = value
-        self._token = _context.set(MappingProxyType(merged))
+        current = _context.get()
+        changed = {
+            key: value
+            for key, value in self._fields.items()
+            if value is not None and current.get(key) != value
+        }
+        if not changed:
+            return  # nested scopes often bind what is bound already: nothing to set or reset
+        self._token = _context.set(MappingProxyType({**current, **changed}))
 
     def __exit__(
         self,
