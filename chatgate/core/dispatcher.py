@@ -90,7 +90,7 @@ class Dispatcher:
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
         answer_id = uuid.uuid4().hex
-        earlier = await self._store.claim_message(claim, answer_id, self._ttl)
+        earlier = await self._store.claim_message(claim, answer_id, self._ttl, then_write=True)
         # The try that made the claim is the first; only retries count, which keeps the
         # first try (the hot path) one store round trip shorter.
         attempt = 1 if earlier is None else 1 + await self._store.incr(tries_key(claim), self._ttl)

@@ -108,11 +108,18 @@ class Store(Protocol):
         """Raise ``StoreError`` when the store cannot be reached."""
 
     # -- message claims -------------------------------------------------------------------
-    async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
+    async def claim_message(
+        self, dedup_key: str, answer_id: str, ttl: float, *, then_write: bool = False
+    ) -> str | None:
         """Map ``dedup_key`` to ``answer_id`` unless it is already mapped.
 
         Returns ``None`` when this call made the claim, else the answer id claimed earlier.
         The claim expires after ``ttl`` seconds.
+
+        ``then_write``: the caller writes to the store at once after a claim it made (the
+        dispatcher creates the answer record), so the claim may be made durable with that
+        write rather than on its own; a backend may return before then. Another instance
+        sees the claim no later than it would have anyway.
         """
 
     # -- answers --------------------------------------------------------------------------

@@ -55,7 +55,9 @@ class MemoryStore:
         pass
 
     # -- message claims -------------------------------------------------------------------
-    async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
+    async def claim_message(
+        self, dedup_key: str, answer_id: str, ttl: float, *, then_write: bool = False
+    ) -> str | None:
         now = self._clock()
         held = self._claims.get(dedup_key)
         if held is not None and not _expired(held[1], now):

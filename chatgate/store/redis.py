@@ -285,7 +285,9 @@ class RedisStore:
         return self._subs.hold(channel, within)
 
     # -- message claims -------------------------------------------------------------------
-    async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
+    async def claim_message(
+        self, dedup_key: str, answer_id: str, ttl: float, *, then_write: bool = False
+    ) -> str | None:
         now = self._clock()
         key = self.keys.claim(dedup_key)
         held = await self._run(

@@ -567,15 +567,17 @@ class SqliteStore:
         *,
         heavy: bool = False,
         several: bool = False,
+        settle: bool = True,
     ) -> _T:
-        """Run ``work``, an operation that writes, all or nothing; return once it is committed.
+        """Run ``work``, an operation that writes, all or nothing; return once it is committed
+        (unless not ``settle``: inline, then, it returns once it is in the group transaction).
 
         Inline, it joins this loop iteration's group transaction (``_Group``); in the thread
         (``heavy``, or the lock is held elsewhere) it is a transaction of its own.
         ``several``: it runs more than one writing statement, kept all or none by a savepoint
         (one statement that fails leaves nothing behind by itself).
         """
-        return await self._run(work, heavy=heavy, writes=True, several=several)
+        return await self._run(work, heavy=heavy, writes=True, several=several, settle=settle)
 
     async def _run(
         self,
@@ -584,6 +586,7 @@ class SqliteStore:
         heavy: bool,
         writes: bool,
         several: bool = False,
+        settle: bool = True,
     ) -> _T:
         inline, conn, worker, checkpoints = (
             self._inline,
@@ -610,7 +613,7 @@ class SqliteStore:
                 else:
                     if inline.total_changes != changes:
                         checkpoints.wrote()
-                        if group is not None:
+                        if group is not None and settle:
                             await group.committed()
                     return result
         try:
@@ -638,7 +641,9 @@ class SqliteStore:
         group.commit()
 
     # -- message claims -------------------------------------------------------------------
-    async def claim_message(self, dedup_key: str, answer_id: str, ttl: float) -> str | None:
+    async def claim_message(
+        self, dedup_key: str, answer_id: str, ttl: float, *, then_write: bool = False
+    ) -> str | None:
         now = self._clock()
 
         def claim(conn: sqlite3.Connection) -> str | None:
@@ -655,7 +660,13 @@ class SqliteStore:
             rows = _rows(conn, "SELECT answer_id FROM claims WHERE dedup_key = ?", (dedup_key,))
             return str(rows[0]["answer_id"])
 
-        return await self._write(claim)
+        # With ``then_write``, the claim joins this iteration's group transaction and the
+        # caller returns at once: the record written next commits in the same transaction or
+        # a later one, and commits go in order. Until then the transaction's write lock
+        # keeps other processes from reading past the claim, so none can claim the message
+        # twice; if the commit fails, the record's write fails with it and nothing was
+        # acknowledged.
+        return await self._write(claim, settle=not then_write)
 
     # -- answers --------------------------------------------------------------------------
     async def create_answer(self, record: AnswerRecord) -> AnswerRecord:

@@ -437,3 +437,26 @@ async def test_close_commits_the_writes_still_waiting_for_their_commit(path: Pat
     await store.close()
     await writes
     assert _query(path, "SELECT count(*) FROM kv") == [(3,)]
+
+
+async def test_a_claim_made_before_a_write_is_committed_with_that_write(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    assert await deaf_store.claim_message("msg:1", "a1", 60, then_write=True) is None
+    assert _query(path, "SELECT count(*) FROM claims") == [(0,)]  # not on its own
+    await deaf_store.create_answer(make_answer("a1"))
+    assert _query(path, "SELECT answer_id FROM claims") == [("a1",)]
+
+
+async def test_no_other_process_can_take_a_claim_made_but_not_yet_committed(
+    deaf_store: SqliteStore, path: Path
+) -> None:
+    other = SqliteStore(str(path), poll_interval=3600)
+    await other.open()
+    try:
+        assert await deaf_store.claim_message("msg:1", "a1", 60, then_write=True) is None
+        contender = asyncio.ensure_future(other.claim_message("msg:1", "a2", 60))
+        await deaf_store.create_answer(make_answer("a1"))
+        assert await contender == "a1"
+    finally:
+        await other.close()
