@@ -31,11 +31,11 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h11
-from common import child_env, free_port, gateway_argv, serving
+from common import child_env, cpu_seconds, free_port, gateway_argv, serving
 
 from chatgate.sim import wechat_xml
 from chatgate.sim.wechat_api import WeChatAPISim
@@ -78,10 +78,20 @@ class Result:
     seconds: float
     latencies: list[float]
     failures: int
+    server_cpu: float | None = None  # CPU seconds the server process used meanwhile
 
     @property
     def throughput(self) -> float:
         return self.messages / self.seconds
+
+    @property
+    def cpu_per_message_us(self) -> float | None:
+        return None if self.server_cpu is None else 1e6 * self.server_cpu / self.messages
+
+    @property
+    def server_busy(self) -> float | None:
+        """The share of one core the server used: below 1, the client set the pace."""
+        return None if self.server_cpu is None else self.server_cpu / self.seconds
 
     def ms(self, percentile: float) -> float:
         ordered = sorted(self.latencies)
@@ -236,15 +246,20 @@ class Load:
     paced_messages: int
 
 
-async def measure(port: int, load: Load) -> tuple[Result, Result]:
+async def measure(port: int, pid: int, load: Load) -> tuple[Result, Result]:
     client = Client(port, load.in_flight)
     try:
         await saturated(client, signed_messages(load.in_flight), load.in_flight)  # warm-up
         # Paced first: the saturated run leaves a backlog of answers to generate and push.
         steady = await paced(client, signed_messages(load.paced_messages), load.rate)
-        busy = await saturated(client, signed_messages(load.messages), load.in_flight)
+        requests = signed_messages(load.messages)
+        before = cpu_seconds(pid)
+        busy = await saturated(client, requests, load.in_flight)
+        after = cpu_seconds(pid)
     finally:
         await client.close()
+    if before is not None and after is not None:
+        busy = replace(busy, server_cpu=after - before)
     return busy, steady
 
 
@@ -273,8 +288,9 @@ async def run(
     env = child_env({})
 
     port = free_port()
-    async with serving([sys.executable, "-c", HELLO_SERVER, str(port)], env, port, stop_within=15):
-        bare = await measure(port, load)
+    hello = [sys.executable, "-c", HELLO_SERVER, str(port)]
+    async with serving(hello, env, port, stop_within=15) as pid:
+        bare = await measure(port, pid, load)
 
     # Every user wrote just now, and may be sent any number of messages: no push is refused.
     api = WeChatAPISim(appid=APPID, secret=SECRET, per_message_cap=10**9)
@@ -296,11 +312,19 @@ async def run(
                 "CHATGATE_WECHAT_MODE": "push",
                 "CHATGATE_WECHAT_API_BASE": api_base,
             }
-            async with serving(gateway_argv(), env, port, stop_within=15):
-                gateway = await measure(port, load)
+            async with serving(gateway_argv(), env, port, stop_within=15) as pid:
+                gateway = await measure(port, pid, load)
                 sent = load.in_flight + load.messages + load.paced_messages
                 pushed = await backlog_pushed(api, sent)
     return bare, gateway, pushed
+
+
+def cpu_line(result: Result) -> str:
+    """``312 µs (busy 0.65)``: a server busy below 1 had the client set the pace."""
+    per, busy = result.cpu_per_message_us, result.server_busy
+    if per is None or busy is None:
+        return "n/a"
+    return f"{per:.0f} µs (busy {busy:.2f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,6 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"throughput ratio {ratio:.2f} (target >= 0.5); chatgate p99 {gateway[0].ms(99):.1f} ms "
         f"saturated, {gateway[1].ms(99):.1f} ms paced (target < 50)"
+    )
+    print(
+        f"server CPU per message, saturated: bare {cpu_line(bare[0])}, "
+        f"chatgate {cpu_line(gateway[0])}"
     )
     sent = load.in_flight + load.messages + load.paced_messages
     print(

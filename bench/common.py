@@ -53,9 +53,9 @@ def child_env(settings: Mapping[str, str]) -> dict[str, str]:
 @asynccontextmanager
 async def serving(
     argv: Sequence[str], env: Mapping[str, str], port: int, *, stop_within: float = 30.0
-) -> AsyncIterator[None]:
+) -> AsyncIterator[int]:
     """A server in a child process, up once its /healthz answers on ``port``; stopped at exit
-    (SIGTERM, then SIGKILL after ``stop_within`` seconds)."""
+    (SIGTERM, then SIGKILL after ``stop_within`` seconds). Yields the child's pid."""
     proc = await asyncio.create_subprocess_exec(
         *argv, env=dict(env), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
@@ -68,7 +68,7 @@ async def serving(
                     if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
-        yield
+        yield proc.pid
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -78,6 +78,17 @@ async def serving(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far; ``None`` without Linux's /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime: fields 14 and 15 of stat(5), counted from after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def gateway_argv() -> list[str]:

@@ -47,6 +47,8 @@ async def ack_rows(messages: int, in_flight: int, rate: float, paced: int) -> li
             f"p50 {gateway.ms(50):.1f} ms, p99 {gateway.ms(99):.1f} ms, failures {failures}"),
         Row(bench, "throughput ratio (chatgate / bare)",
             f"{gateway.throughput / bare.throughput:.2f}", "target >= 0.5"),
+        Row(bench, "server CPU per message, saturated", ack.cpu_line(gateway),
+            f"bare {ack.cpu_line(bare)}; busy below 1: the client set the pace"),
         Row(bench, f"ack latency at {rate:g} msg/s p50", f"{gateway_paced.ms(50):.1f} ms",
             f"bare {bare_paced.ms(50):.1f} ms"),
         Row(bench, f"ack latency at {rate:g} msg/s p99", f"{gateway_paced.ms(99):.1f} ms",

@@ -123,7 +123,7 @@ async def load(ports: list[int], count: int, in_flight: int, limit: float, tag: 
     return Result("", sent, time.perf_counter() - started, latencies, failures, 0)
 
 
-def gateway(env: dict[str, str], port: int) -> AbstractAsyncContextManager[None]:
+def gateway(env: dict[str, str], port: int) -> AbstractAsyncContextManager[int]:
     return serving(gateway_argv(), {**env, "CHATGATE_PORT": str(port)}, port, stop_within=20)
 
 
