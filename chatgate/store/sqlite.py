@@ -34,8 +34,9 @@ _TURN_COLUMNS = "role, content, at, answer_id"
 
 _T = TypeVar("_T")
 
-# Inline writing commits between checkpoints: an acknowledgement's two commits add about ten
-# WAL frames, so this is about SQLite's own default of a checkpoint per 1000 frames.
+# Inline writing operations between checkpoints: an acknowledgement's two writes add about
+# ten WAL frames, so this is about SQLite's own default of a checkpoint per 1000 frames.
+# (Group commits share pages between writes: fewer frames each, never more.)
 _CHECKPOINT_AFTER = 200
 # A WAL this long after a checkpoint means writes never paused long enough for it to start
 # over (see ``_Checkpoints``): about 32 MiB at the default 4 KiB page. Each forced restart
@@ -275,7 +276,7 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
 class _Checkpoints:
     """Checkpoints, in the worker thread, the WAL frames that inline writes leave behind.
 
-    The event loop counts its writing commits (``wrote``); the worker thread checkpoints when
+    The event loop counts its writing operations (``wrote``); the worker thread checkpoints when
     ``_CHECKPOINT_AFTER`` of them have piled up (about SQLite's own 1000-page autocheckpoint)
     or, for a trickle, on its periodic chore. Each counter has one writer thread, so the two
     threads share them without a lock; a stale read only moves a checkpoint a little.
@@ -298,7 +299,7 @@ class _Checkpoints:
     def __init__(self, conn: sqlite3.Connection, worker: _Worker) -> None:
         self._conn = conn
         self._worker = worker
-        self.written = 0  # writing commits made inline; only the loop thread adds
+        self.written = 0  # writing operations made inline; only the loop thread adds
         self._asked = 0  # ``written`` when the loop last posted a checkpoint; loop thread only
         self._done = 0  # ``written`` as of the last checkpoint; worker thread only
         self._stopped = False  # worker thread only
@@ -312,7 +313,7 @@ class _Checkpoints:
         self.held: asyncio.Future[None] | None = None
 
     def wrote(self) -> None:
-        """Count a writing commit made inline (event loop thread)."""
+        """Count a writing operation made inline (event loop thread)."""
         self.written += 1
         if self.written - max(self._asked, self._done) < _CHECKPOINT_AFTER:
             return
