@@ -18,6 +18,7 @@ from starlette.routing import Route
 from chatgate.app.lifecycle import DrainGate, Lifecycle
 from chatgate.app.metrics import PrometheusTelemetry, metrics_route
 from chatgate.app.roles import Role
+from chatgate.app.shortcut import WebhookShortcut, webhook_endpoints
 from chatgate.app.wiring import Services, build_services
 from chatgate.config import Settings
 from chatgate.core.telemetry import LOST_EXPIRED_UNFINISHED, channel_of
@@ -132,16 +133,20 @@ def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) ->
             await services.provider.aclose()
             await services.store.close()
 
+    webhooks = webhook_paths(settings)
+    channel_routes = services.routes if role.web else []
     app = Starlette(
         # The channels' webhooks first: every message is matched against the routes in order.
-        routes=[*(services.routes if role.web else []), *routes],
+        routes=[*channel_routes, *routes],
         middleware=[
             Middleware(
                 DrainGate,
                 lifecycle=lifecycle,
-                webhooks=webhook_paths(settings),
+                webhooks=webhooks,
                 telemetry=services.telemetry,
-            )
+            ),
+            # Inside the drain gate: a draining gateway refuses webhooks before this.
+            Middleware(WebhookShortcut, endpoints=webhook_endpoints(channel_routes, webhooks)),
         ],
         lifespan=lifespan,
     )
