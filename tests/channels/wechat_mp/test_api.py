@@ -188,3 +188,25 @@ class _Fixed:
 
     async def replace(self, rejected: str) -> str:
         return self.value
+
+
+async def test_each_call_carries_the_token_of_its_time_however_many_tokens_came_before() -> None:
+    script = Script([OK])
+    http = http_for(script)
+    for issued in range(1, 101):
+        await WeChatAPI(http, Tokens(issued=issued)).send_text("openid-1", "hi")
+    assert [r.url.params["access_token"] for r in script.requests] == [
+        f"tok{i}" for i in range(1, 101)
+    ]
+    assert len(http._urls) <= 32  # the URLs it keeps for reuse stay few
+
+
+async def test_every_call_carries_the_configured_timeout() -> None:
+    script = Script([OK])
+    client = httpx.AsyncClient(transport=httpx.MockTransport(script), timeout=60.0)
+    http = WeChatHTTP(client, BASE, timeout=0.25)
+    await http.request("POST", "/x", payload={})
+    await http.request("GET", "/y", params={"appid": "a"})
+    assert [r.extensions["timeout"] for r in script.requests] == 2 * [
+        {"connect": 0.25, "read": 0.25, "write": 0.25, "pool": 0.25}
+    ]
