@@ -94,7 +94,13 @@ class PendingPushes:
 
     Changes are group-committed: a write waits ``BATCH_DELAY`` for the changes arriving meanwhile
     and takes them along, so hundreds of answers in flight cost a few writes a second.
-    ``add`` and ``remove`` return once their change is in the store.
+    ``add`` and ``remove`` return once their change is in the store, or raise what the write
+    raised.
+
+    One writer task makes the writes, one after the other; callers wait on the future of the
+    write their change goes with. (A lock taken by every caller in turn woke each of them to
+    find its change written already, and asyncio's lock scans all its waiters whenever a new
+    caller finds it free: under a burst of thousands of pushes that was quadratic.)
     """
 
     BATCH_DELAY = 0.05
@@ -102,37 +108,61 @@ class PendingPushes:
     def __init__(self, store: Store, ttl: float) -> None:
         self._store = store
         self._ttl = ttl
-        self._writing = asyncio.Lock()
         self._adds: set[str] = set()
         self._removes: set[str] = set()
+        # The write that changes made now go with, while it has not started.
+        self._next: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def add(self, answer_id: str) -> None:
         self._removes.discard(answer_id)
         self._adds.add(answer_id)
-        await self._commit()
+        await self._written()
 
     async def remove(self, *answer_ids: str) -> None:
         self._adds.difference_update(answer_ids)
         self._removes.update(answer_ids)
-        await self._commit()
+        await self._written()
 
     async def ids(self) -> list[str]:
         return self._parse(await self._store.kv_get(PENDING_KEY))
 
-    async def _commit(self) -> None:
-        async with self._writing:
-            if not self._adds and not self._removes:
-                return  # an earlier commit took this change along
-            await asyncio.sleep(self.BATCH_DELAY)
-            adds, removes = self._adds, self._removes
-            self._adds, self._removes = set(), set()
-            # The store's lock orders this read-modify-write against other processes.
-            async with self._store.lock(PENDING_KEY + ":lock", ttl=10.0):
-                ids = self._parse(await self._store.kv_get(PENDING_KEY))
-                kept = [i for i in ids if i not in removes]
-                changed = kept + sorted(adds.difference(kept))
-                if changed != ids:
-                    await self._store.kv_set(PENDING_KEY, json.dumps(changed), ttl=self._ttl)
+    async def _written(self) -> None:
+        write = self._next
+        if write is None:
+            loop = asyncio.get_running_loop()
+            write = self._next = loop.create_future()
+            # Retrieved here, so a write whose callers were all cancelled does not warn.
+            write.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if self._writer is None or self._writer.done():
+                self._writer = loop.create_task(self._write_all(), name="pending-pushes")
+        # Shielded: a caller cancelled while waiting must not cancel the write for the others.
+        await asyncio.shield(write)
+
+    async def _write_all(self) -> None:
+        while (write := self._next) is not None:
+            try:
+                await asyncio.sleep(self.BATCH_DELAY)
+                self._next = None
+                adds, removes = self._adds, self._removes
+                self._adds, self._removes = set(), set()
+                await self._apply(adds, removes)
+            except Exception as exc:
+                write.set_exception(exc)
+            except BaseException:  # cancelled (the loop is closing): so are its callers
+                write.cancel()
+                raise
+            else:
+                write.set_result(None)
+
+    async def _apply(self, adds: set[str], removes: set[str]) -> None:
+        # The store's lock orders this read-modify-write against other processes.
+        async with self._store.lock(PENDING_KEY + ":lock", ttl=10.0):
+            ids = self._parse(await self._store.kv_get(PENDING_KEY))
+            kept = [i for i in ids if i not in removes]
+            changed = kept + sorted(adds.difference(kept))
+            if changed != ids:
+                await self._store.kv_set(PENDING_KEY, json.dumps(changed), ttl=self._ttl)
 
     @staticmethod
     def _parse(raw: str | None) -> list[str]:
