@@ -14,9 +14,11 @@ second, open loop: the latency of one acknowledgement at a steady load). Target:
 of the bare server's throughput, p99 under 50 ms.
 
 Acknowledgements go before background work (``core.precedence``), so during the saturated run
-most answers wait; the last line says how many were pushed by the last acknowledgement and how
-long the backlog took after it (the fake model streams each answer for a fraction of a second,
-at most ``CHATGATE_LLM_CONCURRENCY`` at once).
+most answers wait; a line says how many were pushed by the last acknowledgement and how long
+the backlog took after it (the fake model streams each answer for a fraction of a second, at
+most ``CHATGATE_LLM_CONCURRENCY`` at once). The saturated run starts once the answers of the
+runs before it are pushed, and the last line is the gateway's CPU per message of that run
+from its start until its last answer was pushed: what a message costs in all.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,6 +81,7 @@ class Result:
     latencies: list[float]
     failures: int
     server_cpu: float | None = None  # CPU seconds the server process used meanwhile
+    cpu_at_start: float | None = None  # the server's CPU seconds when the run began
 
     @property
     def throughput(self) -> float:
@@ -246,12 +249,19 @@ class Load:
     paced_messages: int
 
 
-async def measure(port: int, pid: int, load: Load) -> tuple[Result, Result]:
+async def measure(
+    port: int, pid: int, load: Load, settle: Callable[[], Awaitable[object]] | None = None
+) -> tuple[Result, Result]:
+    """The paced run, then the saturated one; ``settle`` is awaited between the two (the
+    gateway works off the answers of the warm-up and the paced run: the saturated run starts
+    with nothing left over)."""
     client = Client(port, load.in_flight)
     try:
         await saturated(client, signed_messages(load.in_flight), load.in_flight)  # warm-up
         # Paced first: the saturated run leaves a backlog of answers to generate and push.
         steady = await paced(client, signed_messages(load.paced_messages), load.rate)
+        if settle is not None:
+            await settle()
         requests = signed_messages(load.messages)
         before = cpu_seconds(pid)
         busy = await saturated(client, requests, load.in_flight)
@@ -259,7 +269,7 @@ async def measure(port: int, pid: int, load: Load) -> tuple[Result, Result]:
     finally:
         await client.close()
     if before is not None and after is not None:
-        busy = replace(busy, server_cpu=after - before)
+        busy = replace(busy, server_cpu=after - before, cpu_at_start=before)
     return busy, steady
 
 
@@ -270,6 +280,9 @@ class Pushed:
     during: int  # pushed by the time the last acknowledgement came back
     total: int  # pushed in all, once the backlog was worked off (or the wait gave up)
     after: float  # seconds from the last acknowledgement to the last push
+    # Gateway CPU per saturated-run message from the run's start until its last push: the
+    # acknowledgement, the (fake) model's answer, the typing indicator and the push.
+    cpu_per_answer_us: float | None = None
 
 
 async def backlog_pushed(api: WeChatAPISim, expected: int, limit: float = 120.0) -> Pushed:
@@ -313,9 +326,15 @@ async def run(
                 "CHATGATE_WECHAT_API_BASE": api_base,
             }
             async with serving(gateway_argv(), env, port, stop_within=15) as pid:
-                gateway = await measure(port, pid, load)
-                sent = load.in_flight + load.messages + load.paced_messages
-                pushed = await backlog_pushed(api, sent)
+                earlier = load.in_flight + load.paced_messages
+                gateway = await measure(
+                    port, pid, load, settle=lambda: backlog_pushed(api, earlier)
+                )
+                pushed = await backlog_pushed(api, earlier + load.messages)
+                start, end = gateway[0].cpu_at_start, cpu_seconds(pid)
+                if start is not None and end is not None:
+                    per_answer = 1e6 * (end - start) / load.messages
+                    pushed = replace(pushed, cpu_per_answer_us=per_answer)
     return bare, gateway, pushed
 
 
@@ -366,6 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"answers pushed to the fake WeChat API: {pushed.during} of {sent} by the last "
         f"acknowledgement, {pushed.total} in all, the last {pushed.after:.1f} s after it"
     )
+    if pushed.cpu_per_answer_us is not None:
+        print(
+            f"chatgate CPU per saturated-run message, its answer pushed: "
+            f"{pushed.cpu_per_answer_us:.0f} µs (acknowledgement, fake model, typing, push)"
+        )
     return 0 if gateway[0].failures + gateway[1].failures == 0 else 1
 
 

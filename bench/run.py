@@ -55,6 +55,9 @@ async def ack_rows(messages: int, in_flight: int, rate: float, paced: int) -> li
             f"bare {bare_paced.ms(99):.1f} ms"),
         Row(bench, "answers pushed by the last ack", f"{pushed.during} of {sent}",
             f"acks first; {pushed.total} in all, the last {pushed.after:.1f} s after the last ack"),
+        Row(bench, "CPU per message, its answer pushed",
+            "n/a" if pushed.cpu_per_answer_us is None else f"{pushed.cpu_per_answer_us:.0f} µs",
+            "ack, fake model, typing and push, saturated run"),
     ]  # fmt: skip
 
 
