@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -37,6 +36,22 @@ class Ticket:
 
 def tries_key(dedup_key: str) -> str:
     return f"tries:{dedup_key}"
+
+
+_last_id_time = 0
+
+
+def new_answer_id() -> str:
+    """A new answer's id: 32 hex digits, the creation time in nanoseconds, then 64 random bits.
+
+    Time first, so ids sort in creation order (strictly, within a process) and a store's index
+    of them grows at its end: random ids (uuid4) land all over it, and in SQLite every
+    acknowledgement then wrote index pages of its own (about 30 % more of its write time).
+    Ids are no capability, the page token is: they need not be unguessable, only unique.
+    """
+    global _last_id_time
+    _last_id_time = max(time.time_ns(), _last_id_time + 1)
+    return f"{_last_id_time:016x}{secrets.randbits(64):016x}"
 
 
 def new_page_token() -> str:
@@ -89,7 +104,7 @@ class Dispatcher:
             self._precedence.arrived()
         # Platform message ids are unique per account only: scope the claim by account.
         claim = f"{inbound.channel}:{inbound.account}:{inbound.dedup_key}"
-        answer_id = uuid.uuid4().hex
+        answer_id = new_answer_id()
         earlier = await self._store.claim_message(claim, answer_id, self._ttl, then_write=True)
         # The try that made the claim is the first; only retries count, which keeps the
         # first try (the hot path) one store round trip shorter.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from chatgate.core.dispatcher import new_answer_id
 from chatgate.core.messages import Inbound, Kind
 from chatgate.errors import ProviderError
 from chatgate.store.base import AnswerKind, AnswerStatus
@@ -179,3 +180,15 @@ async def test_a_new_question_is_answered_and_mentions_the_unread_answer(
     got = await core.delivery.ready(second.answer, time.time() + 5)
     assert got is not None
     assert await core.delivery.reply_text(got) == "answer to second" + core.texts.pending_notice
+
+
+async def test_answer_ids_are_unique_and_sort_in_the_order_the_answers_were_made(
+    core: Core,
+) -> None:
+    made = [new_answer_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    tickets = [await core.dispatcher.accept(msg(f"q{n}", n)) for n in range(5)]
+    ids = [t.answer.id for t in tickets]
+    assert ids == sorted(ids) and ids[0] > made[-1]
