@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.plaintext import _rendered as rendered
+from chatgate.core.plaintext import markdown_to_text, plain_text
 
 
 @pytest.mark.parametrize(
@@ -213,3 +216,36 @@ def test_realistic_llm_answer() -> None:
 ——————————
 有问题随时问我！😊"""
     )
+
+
+# What chat text without markdown is made of: CJK and Latin words, digits, the punctuation
+# people type, spaces inside lines, line breaks and blank lines.
+_PIECES = [
+    *"你好世界回答问题模型中文",
+    *"abcXYZ",
+    *"0123456789",
+    *"。，！？：；、.,?!:;'\"()（）%/@$",
+    *[" ", "  ", "\n", "\n\n", "\n\n\n", " \n"],
+    *["2024-01-01", "C#", "a-b", "1.5", "x=1", "→"],
+]
+
+
+def test_text_without_markdown_comes_out_as_the_parser_would_make_it() -> None:
+    rng = random.Random(20261121)
+    took_the_short_way = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 60)))
+        if plain_text(text):
+            took_the_short_way += 1
+        assert markdown_to_text(text) == rendered(text), repr(text)
+    assert took_the_short_way > 1500  # the check passes ordinary text, not only the empty one
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["- item", "+ item", "1. one", "3) three", "# title", "> quoted", "title\n===", "a\n---",
+     "    code", "\tcode", "a *b* c", "a _b_ c", "`code`", "[link](u)", "<b>x</b>", "&amp;",
+     "a\\\nb", "a | b", "~~gone~~", "第一行\r\n第二行"],
+)  # fmt: skip
+def test_text_that_may_hold_markdown_is_parsed(text: str) -> None:
+    assert not plain_text(text)
