@@ -150,6 +150,8 @@ class PendingPushes:
             except Exception as exc:
                 write.set_exception(exc)
             except BaseException:  # cancelled (the loop is closing): so are its callers
+                if self._next is write:
+                    self._next = None  # the next caller starts a new write, and a writer
                 write.cancel()
                 raise
             else:

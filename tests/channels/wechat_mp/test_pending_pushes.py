@@ -100,3 +100,18 @@ async def test_a_cancelled_caller_leaves_the_write_to_the_others() -> None:
     store.gate.set()
     await kept
     assert await pending.ids() == ["a1", "a2"]  # the change was on its way already
+
+
+async def test_after_the_writer_is_cancelled_later_changes_are_written_again() -> None:
+    store = CountingStore()
+    pending = pending_on(store)
+    pending.BATCH_DELAY = 10.0  # the writer is still waiting for changes when cancelled
+    first = asyncio.create_task(pending.add("a1"))
+    await asyncio.sleep(0.01)
+    assert pending._writer is not None
+    pending._writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    pending.BATCH_DELAY = 0.001
+    await pending.add("a2")
+    assert await pending.ids() == ["a1", "a2"]  # a1's change went with the next write
