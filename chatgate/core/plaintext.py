@@ -73,8 +73,9 @@ def _rendered(md: str) -> str:
 
 def _plain(text: str) -> str:
     """What parsing and rendering make of text without markdown, at a fraction of the cost
-    (most of a push's CPU, for a short answer): paragraphs as they are, lines right-stripped,
-    runs of blank lines made one, none at either end."""
+    (the parse was most of the time a push spent cutting a short answer into parts):
+    paragraphs as they are, lines right-stripped, runs of blank lines made one, none at
+    either end."""
     out: list[str] = []
     blank = False
     for line in text.split("\n"):
