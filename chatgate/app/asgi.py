@@ -69,6 +69,9 @@ def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) ->
     """
     services = build_services(settings, role=role, **overrides)
     lifecycle = Lifecycle(settings.shutdown_grace)
+    # No more webhooks to give way to: background work waiting its turn starts, and gets the
+    # grace to finish in.
+    lifecycle.on_drain(services.precedence.release_all)
 
     async def healthz(request: Request) -> Response:
         # Liveness only: a store outage is for /readyz; restarting the process would not help.
@@ -122,6 +125,7 @@ def build_app(settings: Settings, *, role: Role = Role.ALL, **overrides: Any) ->
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            services.precedence.release_all()  # shut down with no drain (no signal) first
             # What is left of CHATGATE_SHUTDOWN_GRACE if SIGTERM started a drain, else all of it.
             cancelled = await services.supervisor.drain(lifecycle.remaining())
             if cancelled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -108,6 +109,7 @@ class AnswerJobs:
         self._precedence = precedence
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._waiting: set[str] = set()  # jobs waiting their turn to be started
         self._direct = 0  # jobs run by ``run`` in their callers' tasks
         self._finished_hooks: list[FinishedHook] = []
         self._started_hooks: list[FinishedHook] = []
@@ -156,9 +158,21 @@ class AnswerJobs:
             self._direct -= 1
 
     def start(self, answer: AnswerRecord) -> None:
-        """Run the job for ``answer`` unless this process already runs it."""
-        if answer.id in self._running:
+        """Run the job for ``answer`` unless this process already runs it.
+
+        While webhooks load the loop the job waits its turn (``Precedence.later``) as a queue
+        entry, not as a task: it is started, as a task, when the turn comes.
+        """
+        if answer.id in self._running or answer.id in self._waiting:
             return
+        if self._precedence is None:
+            self._spawn(answer)
+            return
+        self._waiting.add(answer.id)
+        self._precedence.later(functools.partial(self._spawn, answer))
+
+    def _spawn(self, answer: AnswerRecord) -> None:
+        self._waiting.discard(answer.id)
         try:
             # The task copies the context: its log lines name the message, recovered or not.
             with log_scope(**answer_scope(answer.conversation, answer.dedup_key, answer.id)):
@@ -172,7 +186,7 @@ class AnswerJobs:
     @property
     def active(self) -> int:
         """Jobs of this process not finished yet: waiting their turn or calling the model."""
-        return len(self._running) + self._direct
+        return len(self._running) + len(self._waiting) + self._direct
 
     async def recover(self) -> int:
         """Start every job a previous process left unfinished; returns how many."""
@@ -184,8 +198,7 @@ class AnswerJobs:
         return len(unfinished)
 
     async def _run(self, answer: AnswerRecord) -> None:
-        if self._precedence is not None:
-            await self._precedence.turn()
+        # Its turn was given already (``start``).
         async with self._order.hold(answer.conversation), self._supervisor.slot():
             current = await self._store.get_answer(answer.id)
             if current is None or current.finished:

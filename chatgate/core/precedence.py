@@ -12,6 +12,12 @@ While both hold, background work waits in ``turn`` and is let through one unit a
 least every ``min_interval``, oldest first, so it never stops; otherwise it passes at once. A
 loop made late by background work alone, or by webhooks that are only waiting (a passive reply
 held for the answer), does not slow anything down.
+
+Work that would wait before it does anything (a new answer job, a push to follow) is handed
+over with ``later`` as the callback that starts it, rather than started as a task that waits in
+``turn``: the acknowledgement then costs a queue entry instead of a task, its first step and
+its suspension, and a burst leaves no thousands of waiting coroutines for the garbage
+collector to walk through.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 # A loop this late has work queued up (an idle loop fires timers within a millisecond).
 BUSY_LAG = 0.01
@@ -53,7 +62,10 @@ class Precedence:
         self._sleep = sleep
         self._last_arrival = -float("inf")
         self._lag = 0.0
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Oldest first: futures of ``turn`` callers, callbacks of ``later``.
+        self._waiting: collections.deque[asyncio.Future[None] | Callable[[], object]] = (
+            collections.deque()
+        )
         self._prober: asyncio.Task[None] | None = None
         self._releaser: asyncio.Task[None] | None = None
 
@@ -84,17 +96,32 @@ class Precedence:
         if not self._waiting and not self.busy:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        if self._releaser is None or self._releaser.done():
-            self._releaser = asyncio.get_running_loop().create_task(
-                self._release(), name="precedence-release"
-            )
+        self._queue(future)
         try:
             await future
         except asyncio.CancelledError:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(future)
             raise
+
+    def later(self, start: Callable[[], object]) -> None:
+        """Call ``start`` now if background work may start now, else when its turn comes.
+
+        ``start`` starts a unit of background work (it spawns a task, say) without waiting in
+        ``turn`` itself; it runs on the loop, in the order ``turn`` lets units through. An
+        exception it raises is logged: the units after it still get their turn.
+        """
+        if not self._waiting and not self.busy:
+            _call(start)
+            return
+        self._queue(start)
+
+    def _queue(self, unit: asyncio.Future[None] | Callable[[], object]) -> None:
+        self._waiting.append(unit)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(
+                self._release(), name="precedence-release"
+            )
 
     async def aclose(self) -> None:
         """Stop the probe and let everything waiting through (shutting down)."""
@@ -103,28 +130,26 @@ class Precedence:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._release_all()
+        self.release_all()
 
     async def _release(self) -> None:
         while self._waiting:
             if not self.busy:
-                self._release_all()
+                self.release_all()
                 return
             self._release_one()
             await self._sleep(self._min_interval)
 
     def _release_one(self) -> None:
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(None)
+            if _let_through(self._waiting.popleft()):
                 return
 
-    def _release_all(self) -> None:
+    def release_all(self) -> None:
+        """Let every unit waiting through at once (shutting down: the work starts while the
+        grace lasts)."""
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(None)
+            _let_through(self._waiting.popleft())
 
     async def _probe(self) -> None:
         # Runs while messages arrive; the lag it saw last stays, but counts only while recent.
@@ -133,3 +158,21 @@ class Precedence:
             due = loop.time() + self._probe_every
             await asyncio.sleep(self._probe_every)
             self.note_lag(max(0.0, loop.time() - due))
+
+
+def _let_through(unit: asyncio.Future[None] | Callable[[], object]) -> bool:
+    """Start one waiting unit; whether there was one to start (a cancelled waiter is not)."""
+    if isinstance(unit, asyncio.Future):
+        if unit.done():
+            return False
+        unit.set_result(None)
+        return True
+    _call(unit)
+    return True
+
+
+def _call(start: Callable[[], object]) -> None:
+    try:
+        start()
+    except Exception:
+        log.exception("background work failed to start")

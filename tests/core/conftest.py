@@ -14,6 +14,7 @@ from chatgate.core.delivery import Delivery, Surface
 from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.fairness import FairLimiter
 from chatgate.core.jobs import AnswerJobs
+from chatgate.core.precedence import Precedence
 from chatgate.core.router import Router
 from chatgate.core.routes import default_router
 from chatgate.core.tasks import TaskSupervisor
@@ -81,6 +82,7 @@ def build_core(
     router: Router | None = None,
     limiter: FairLimiter | None = None,
     cache: AnswerCache | None = None,
+    precedence: Precedence | None = None,
 ) -> Core:
     texts = Texts()
     supervisor = TaskSupervisor(8)
@@ -94,6 +96,7 @@ def build_core(
         apology="sorry",
         limiter=limiter,
         cache=cache,
+        precedence=precedence,
     )
     root = Router()
     if router is not None:

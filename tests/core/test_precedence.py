@@ -120,3 +120,71 @@ async def test_the_probe_sees_a_loop_that_was_kept_busy() -> None:
     await settle()  # the overdue timer fires first thing
     assert precedence.busy
     await precedence.aclose()
+
+
+async def test_later_starts_background_work_at_once_when_nothing_waits_and_the_loop_is_free() -> (
+    None
+):
+    precedence = Precedence()
+    started: list[str] = []
+    precedence.later(lambda: started.append("job"))
+    assert started == ["job"]
+    assert precedence.waiting == 0
+    await precedence.aclose()
+
+
+async def test_later_queues_work_while_webhooks_load_the_loop_in_turn_with_waiters() -> None:
+    clock, ticks = [100.0], Ticks()
+    precedence = busy_precedence(clock, ticks)
+    started: list[str] = []
+
+    async def waiter() -> None:
+        await precedence.turn()
+        started.append("waiter")
+
+    precedence.later(lambda: started.append("first"))
+    task = asyncio.create_task(waiter())
+    await settle()
+    precedence.later(lambda: started.append("third"))
+    assert started == ["first"]  # the first goes at once, the rest wait for ticks
+    assert precedence.waiting == 2
+    for expected in (["first", "waiter"], ["first", "waiter", "third"]):
+        ticks.tick()
+        await settle()
+        assert started == expected
+    await task
+    await precedence.aclose()
+
+
+async def test_work_that_fails_to_start_is_logged_and_the_next_unit_still_gets_its_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, ticks = [100.0], Ticks()
+    precedence = busy_precedence(clock, ticks)
+    started: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("cannot start")
+
+    precedence.later(broken)
+    precedence.later(lambda: started.append("next"))
+    await settle()
+    assert "background work failed to start" in caplog.text
+    assert started == []
+    ticks.tick()
+    await settle()
+    assert started == ["next"]
+    await precedence.aclose()
+
+
+async def test_release_all_starts_every_waiting_unit_at_once_while_still_busy() -> None:
+    clock, ticks = [100.0], Ticks()
+    precedence = busy_precedence(clock, ticks)
+    started: list[int] = []
+    for n in range(5):
+        precedence.later(lambda n=n: started.append(n))
+    assert started == []  # the releaser has not run yet
+    precedence.release_all()
+    assert started == [0, 1, 2, 3, 4]
+    assert precedence.waiting == 0
+    await precedence.aclose()

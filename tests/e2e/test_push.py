@@ -394,3 +394,28 @@ async def test_acks_go_first_while_webhooks_load_the_loop_and_answers_follow_onc
         await settle(0.5)
     assert sorted(llm.questions()) == sorted(f"问题{u}" for u in users)
     assert [api.sim.received(u) for u in users] == [[expected(llm, f"问题{u}")] for u in users]
+
+
+async def test_a_drain_starts_the_answers_still_waiting_behind_acknowledgements(
+    llm: LLM, api: API
+) -> None:
+    # The releaser never wakes: only the drain lets the waiting answers start, so they get the
+    # grace to be generated and pushed.
+    async def never(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    clock = [0.0]
+    precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=never)
+    settings = load_settings(environ={}, **gateway_settings(llm.url, **push_settings(api, "push")))
+    app = build_app(settings, precedence=precedence)
+    users = [f"{USER}-{n}" for n in range(3)]
+    async with LoopbackServer(app) as server:
+        wechat = wechat_for(server.url + settings.wechat_path, api)
+        await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
+        await settle(0.3)
+        assert precedence.waiting >= 3
+        app.state.lifecycle.begin_drain()
+        assert precedence.waiting == 0
+        clock[0] += 5.0  # no webhook since: the parts' pushes pass at once
+        await until(lambda: all(api.sim.received(u) for u in users))
+    assert [api.sim.received(u) for u in users] == [[expected(llm, f"问题{u}")] for u in users]

@@ -245,7 +245,7 @@ class Pusher:
             return
         if answer.status is AnswerStatus.RUNNING:  # its job started before it was handed over
             self._show_typing(answer, interacted)
-        self._spawn(self._follow(answer), f"push-follow:{answer.id}")
+        self._follow_later(answer)
 
     async def reply_first_push_rest(self, answer: AnswerRecord, *, reply_bytes: int) -> str:
         """The first part of a long finished answer, to reply inline; the rest is pushed.
@@ -261,7 +261,7 @@ class Pusher:
             answer.id, meta={DELIVERY_META: PUSHED, PUSH_SENT: "1"}
         )
         if marked is not None:
-            self._spawn(self._follow(marked), f"push-follow:{answer.id}")
+            self._follow_later(marked)
         return text
 
     def job_started(self, record: AnswerRecord) -> None:
@@ -343,9 +343,18 @@ class Pusher:
             user = ConversationKey.parse(answer.conversation).user
             self._typing.show(user, answer.id, interacted)
 
+    def _follow_later(self, answer: AnswerRecord) -> None:
+        """Follow ``answer`` in a task, started when background work gets its turn."""
+
+        def start() -> None:
+            self._spawn(self._follow(answer), f"push-follow:{answer.id}")
+
+        if self._precedence is None:
+            start()
+        else:
+            self._precedence.later(start)
+
     async def _follow(self, answer: AnswerRecord) -> None:
-        if self._precedence is not None:
-            await self._precedence.turn()
         await self._pending.add(answer.id)
         current = await self._store.get_answer(answer.id)
         if current is not None and current.finished:
