@@ -55,15 +55,25 @@ def any_message(inbound: Inbound) -> bool:
 
 @dataclass(slots=True)
 class Router:
-    """An ordered list of (filter, handler) pairs and nested routers, with middleware."""
+    """An ordered list of (filter, handler) pairs and nested routers, with middleware.
+
+    What a message walks through — each handler wrapped in its middleware, the router's outer
+    middleware around it all — is put together once, when the first message comes after a
+    change, not for every message: routing is on every acknowledgement.
+    """
 
     name: str = "root"
     _routes: list[tuple[Filter, Handler] | Router] = field(default_factory=list)
     _outer: list[Middleware] = field(default_factory=list)
     _inner: list[Middleware] = field(default_factory=list)
+    # The chain last built, and the inherited middleware it was built for (by identity: a
+    # parent passes the same tuple every time).
+    _chain: Handler | None = field(default=None, init=False, repr=False, compare=False)
+    _chain_for: tuple[Middleware, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def add(self, handler: Handler, filter: Filter = any_message) -> Handler:
         self._routes.append((filter, handler))
+        self._chain = None
         return handler
 
     def on(self, filter: Filter = any_message) -> Callable[[Handler], Handler]:
@@ -76,37 +86,53 @@ class Router:
 
     def include(self, router: Router) -> Router:
         self._routes.append(router)
+        self._chain = None
         return router
 
     def outer_middleware(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` around this router, for every message that reaches it."""
         self._outer.append(middleware)
+        self._chain = None
         return middleware
 
     def middleware(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` around each matched handler here and in included routers."""
         self._inner.append(middleware)
+        self._chain = None
         return middleware
 
     async def resolve(self, inbound: Inbound) -> HandlerResult:
-        return await self._resolve(inbound, ())
+        return await self._chain_under(())(inbound)
 
-    async def _resolve(self, inbound: Inbound, inherited: tuple[Middleware, ...]) -> HandlerResult:
+    def _chain_under(self, inherited: tuple[Middleware, ...]) -> Handler:
+        chain = self._chain
+        if chain is None or self._chain_for is not inherited:
+            chain = self._chain = self._build(inherited)
+            self._chain_for = inherited
+        return chain
+
+    def _build(self, inherited: tuple[Middleware, ...]) -> Handler:
         inner = (*inherited, *self._inner)
+        # An included router is asked for its chain on each message, so that a change to it
+        # (or to a router it includes) is seen without rebuilding this one.
+        steps: list[tuple[Router | None, Filter, Handler | None]] = [
+            (route, any_message, None)
+            if isinstance(route, Router)
+            else (None, route[0], wrap(inner, route[1]) if inner else route[1])
+            for route in self._routes
+        ]
 
         async def propagate(message: Inbound) -> HandlerResult:
-            for route in self._routes:
-                if isinstance(route, Router):
-                    result = await route._resolve(message, inner)
+            for router, matches, handler in steps:
+                if router is not None:
+                    result = await router._chain_under(inner)(message)
+                elif not matches(message):
+                    continue
                 else:
-                    matches, handler = route
-                    if not matches(message):
-                        continue
-                    result = await (wrap(inner, handler) if inner else handler)(message)
+                    assert handler is not None
+                    result = await handler(message)
                 if result is not UNHANDLED:
                     return result
             return UNHANDLED
 
-        if not self._outer:
-            return await propagate(inbound)
-        return await wrap(self._outer, propagate)(inbound)
+        return wrap(self._outer, propagate) if self._outer else propagate

@@ -7,6 +7,7 @@ from chatgate.core.router import (
     UNHANDLED,
     Ask,
     Fetch,
+    Handler,
     HandlerResult,
     Reply,
     Router,
@@ -62,3 +63,51 @@ async def test_default_routes() -> None:
     assert await router.resolve(text("", Kind.VOICE)) == Reply(Texts().unsupported)
     assert await router.resolve(text("", Kind.IMAGE)) == Reply(Texts().unsupported)
     assert await router.resolve(text("", Kind.EVENT)) == Silent()
+
+
+async def test_routes_and_middleware_added_after_the_first_message_are_used_from_the_next() -> None:
+    root, inner = Router(), Router("inner")
+    root.include(inner)
+    root.include(default_router(Texts()))
+    assert await root.resolve(text("ping")) == Ask("ping")
+
+    @inner.on(lambda m: m.text == "ping")
+    async def pong(m: Inbound) -> HandlerResult:
+        return Reply("pong")
+
+    assert await root.resolve(text("ping")) == Reply("pong")
+    seen: list[str] = []
+
+    async def noting(handler: Handler, inbound: Inbound) -> HandlerResult:
+        seen.append(inbound.text)
+        return await handler(inbound)
+
+    root.middleware(noting)  # inner middleware: wraps the handlers of included routers too
+    assert await root.resolve(text("ping")) == Reply("pong")
+    assert seen == ["ping"]
+    root.outer_middleware(noting)
+    assert await root.resolve(text("x")) == Ask("x")
+    assert seen == ["ping", "x", "x"]
+
+
+async def test_a_router_included_twice_routes_right_under_each_parents_middleware() -> None:
+    shared = Router("shared")
+
+    @shared.on()
+    async def echo(m: Inbound) -> HandlerResult:
+        return Reply(m.text)
+
+    def shouting(name: str) -> Router:
+        async def shout(handler: Handler, inbound: Inbound) -> HandlerResult:
+            result = await handler(inbound)
+            return Reply(f"{name}:{result.text}") if isinstance(result, Reply) else result
+
+        parent = Router(name)
+        parent.middleware(shout)
+        parent.include(shared)
+        return parent
+
+    first, second = shouting("a"), shouting("b")
+    for _ in range(2):
+        assert await first.resolve(text("hi")) == Reply("a:hi")
+        assert await second.resolve(text("hi")) == Reply("b:hi")
