@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -47,11 +48,13 @@ def new_answer_id() -> str:
     Time first, so ids sort in creation order (strictly, within a process) and a store's index
     of them grows at its end: random ids (uuid4) land all over it, and in SQLite every
     acknowledgement then wrote index pages of its own (about 30 % more of its write time).
-    Ids are no capability, the page token is: they need not be unguessable, only unique.
+    Ids are no capability, the page token is: they need not be unguessable, only unique, so
+    the random bits come from ``random`` (seeded afresh in every process, forked ones too),
+    not from a system call as ``secrets``' do.
     """
     global _last_id_time
     _last_id_time = max(time.time_ns(), _last_id_time + 1)
-    return f"{_last_id_time:016x}{secrets.randbits(64):016x}"
+    return f"{_last_id_time:016x}{random.getrandbits(64):016x}"
 
 
 def new_page_token() -> str:
