@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
+from typing import TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -34,6 +35,8 @@ _LLM_SECONDS = (0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.
 _FIRST_CHUNK_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 10.0, 20.0, 60.0)
 _LOST_REASONS = (LOST_EXPIRED_UNFINISHED, LOST_RECORD_MISSING, LOST_VANISHED, LOST_GIVEN_UP)
 
+_Labelled = TypeVar("_Labelled", Counter, Histogram)
+
 
 class PrometheusTelemetry:
     """Counts ``Telemetry`` events as Prometheus metrics on its own registry.
@@ -45,6 +48,9 @@ class PrometheusTelemetry:
     def __init__(self, channels: Iterable[str] = (), *, tries: int = 3) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Each metric's child per label values, found once: ``labels`` takes a lock and checks
+        # every value on each call, and some of these count every acknowledgement.
+        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
         self._messages = Counter(
             "chatgate_messages_received",
             "User messages accepted (first tries), by channel and kind.",
@@ -141,39 +147,46 @@ class PrometheusTelemetry:
             for path in (*(inline_path(n) for n in range(1, tries + 1)), PUSH, FETCH, PAGE):
                 self._delivered.labels(channel, path)
 
+    def _labelled(self, metric: _Labelled, *values: str) -> _Labelled:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return cast(_Labelled, child)
+
     # -- Telemetry ------------------------------------------------------------------------
     def message_received(self, channel: str, kind: str) -> None:
-        self._messages.labels(channel, kind).inc()
+        self._labelled(self._messages, channel, kind).inc()
 
     def try_seen(self, channel: str, attempt: int) -> None:
-        self._tries.labels(channel, try_label(attempt)).inc()
+        self._labelled(self._tries, channel, try_label(attempt)).inc()
 
     def delivered(self, channel: str, path: str) -> None:
-        self._delivered.labels(channel, path).inc()
+        self._labelled(self._delivered, channel, path).inc()
 
     def deferred(self, channel: str) -> None:
-        self._deferred.labels(channel).inc()
+        self._labelled(self._deferred, channel).inc()
 
     def answer_lost(self, channel: str, reason: str) -> None:
-        self._lost.labels(channel, reason).inc()
+        self._labelled(self._lost, channel, reason).inc()
 
     def llm_call(self, provider: str, seconds: float, error: str | None) -> None:
-        self._llm_calls.labels(provider).inc()
-        self._llm_seconds.labels(provider).observe(seconds)
+        self._labelled(self._llm_calls, provider).inc()
+        self._labelled(self._llm_seconds, provider).observe(seconds)
         if error is not None:
-            self._llm_errors.labels(provider, error).inc()
+            self._labelled(self._llm_errors, provider, error).inc()
 
     def llm_first_chunk(self, provider: str, seconds: float) -> None:
-        self._llm_first.labels(provider).observe(seconds)
+        self._labelled(self._llm_first, provider).observe(seconds)
 
     def platform_api_error(self, platform: str, code: str) -> None:
-        self._api_errors.labels(platform, code).inc()
+        self._labelled(self._api_errors, platform, code).inc()
 
     def token_refresh(self, platform: str) -> None:
-        self._token_refreshes.labels(platform).inc()
+        self._labelled(self._token_refreshes, platform).inc()
 
     def webhook_refused(self, channel: str, reason: str) -> None:
-        self._refused.labels(channel, reason).inc()
+        self._labelled(self._refused, channel, reason).inc()
 
     def track_jobs(self, queued: Callable[[], int], running: Callable[[], int]) -> None:
         self._queued.set_function(lambda: max(0, queued()))
