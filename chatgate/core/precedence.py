@@ -39,6 +39,10 @@ RECENT = 0.25
 MIN_INTERVAL = 0.005
 # How often the loop's lateness is measured, while messages arrive.
 PROBE_EVERY = 0.005
+# Once the loop is free, waiting units go in slices of about this long, each its own loop
+# turn: after a burst thousands wait, and starting them in one go held the loop (and the
+# acknowledgements that kept arriving) for a tenth of a second.
+RELEASE_SLICE = 0.002
 
 
 class Precedence:
@@ -51,6 +55,7 @@ class Precedence:
         recent: float = RECENT,
         min_interval: float = MIN_INTERVAL,
         probe_every: float = PROBE_EVERY,
+        release_slice: float = RELEASE_SLICE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -58,6 +63,7 @@ class Precedence:
         self._recent = recent
         self._min_interval = min_interval
         self._probe_every = probe_every
+        self._release_slice = release_slice
         self._clock = clock
         self._sleep = sleep
         self._last_arrival = -float("inf")
@@ -135,10 +141,18 @@ class Precedence:
     async def _release(self) -> None:
         while self._waiting:
             if not self.busy:
-                self.release_all()
-                return
+                self._release_slice_of_time()
+                await asyncio.sleep(0)  # a loop turn for what arrived meanwhile
+                continue
             self._release_one()
             await self._sleep(self._min_interval)
+
+    def _release_slice_of_time(self) -> None:
+        until = time.perf_counter() + self._release_slice
+        while self._waiting:  # one unit at least, however short the slice
+            _let_through(self._waiting.popleft())
+            if time.perf_counter() >= until:
+                return
 
     def _release_one(self) -> None:
         while self._waiting:

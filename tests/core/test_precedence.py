@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -188,3 +189,41 @@ async def test_release_all_starts_every_waiting_unit_at_once_while_still_busy() 
     assert started == [0, 1, 2, 3, 4]
     assert precedence.waiting == 0
     await precedence.aclose()
+
+
+async def test_once_the_loop_is_free_waiting_units_go_a_slice_at_a_time_with_turns_between() -> (
+    None
+):
+    clock, ticks = [100.0], Ticks()
+    precedence = Precedence(
+        busy_lag=0.01, recent=0.25, release_slice=0.0, clock=lambda: clock[0], sleep=ticks
+    )
+    precedence.arrived()
+    precedence.note_lag(0.05)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    started_on: list[int] = []
+    for _ in range(6):
+        precedence.later(lambda: started_on.append(turns))
+    await settle()
+    assert len(started_on) == 1  # the first went while the loop was loaded
+    clock[0] += 5.0  # no webhook lately: the loop is free
+    ticks.tick()
+    await asyncio.wait_for(_until(lambda: len(started_on) == 6), 1)
+    # A zero-length slice lets one unit through per loop turn: the loop ran in between.
+    assert len(set(started_on)) == 6
+    counter.cancel()
+    await precedence.aclose()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    # Loop turns are what is counted here: polling on each turn is the point.
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0)
