@@ -60,7 +60,32 @@ def test_only_plain_async_post_routes_at_webhook_paths_are_taken() -> None:
         Mount("/mounted", app=_app(set())),
     ]
     paths = {"/hook", "/get-only", "/sync", "/user/{name}", "/mounted"}
-    assert webhook_endpoints(routes, paths) == {"/hook": _served_by}
+    endpoints = webhook_endpoints(routes, paths)
+    assert list(endpoints) == ["/hook"]
+    assert getattr(endpoints["/hook"], "endpoint", None) is _served_by
+
+
+class _AsgiEndpoint:
+    """An endpoint that is a plain ASGI app, as the WeChat webhook's is."""
+
+    def __init__(self) -> None:
+        self.called = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.called += 1
+        await PlainTextResponse("asgi")(scope, receive, send)
+
+
+async def test_an_endpoint_mounted_as_an_asgi_app_is_called_as_it_is() -> None:
+    raw = _AsgiEndpoint()
+    routes = [Route("/raw", raw, methods=["POST"])]
+    assert webhook_endpoints(routes, {"/raw"}) == {"/raw": raw}
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(WebhookShortcut, endpoints=webhook_endpoints(routes, {"/raw"}))],
+    )
+    response = await _post(app, "/raw")
+    assert (response.status_code, response.text, raw.called) == (200, "asgi", 1)
 
 
 async def test_a_post_to_a_webhook_path_reaches_its_endpoint_without_the_router() -> None:

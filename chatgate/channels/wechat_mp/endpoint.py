@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope
 
-from chatgate.channels.body import PayloadTooLarge, read_body
+from chatgate.channels.body import PayloadTooLarge, read_asgi_body
 from chatgate.channels.disconnect import ClientGone
+from chatgate.channels.raw_http import HttpReply, RawEndpoint, query_params
 from chatgate.channels.wechat_mp.crypto import WeChatCrypto
 from chatgate.channels.wechat_mp.inbound import CHANNEL, to_inbound
 from chatgate.channels.wechat_mp.signature import verify_signature
@@ -30,6 +32,7 @@ from chatgate.errors import BadRequest, SignatureError
 log = logging.getLogger(__name__)
 
 XML_MEDIA_TYPE = "application/xml"
+_SUCCESS = HttpReply(b"success")
 
 
 def _refusal(exc: BadRequest) -> str:
@@ -64,11 +67,11 @@ class WeChatEndpoint:
     def routes(self, path: str) -> list[Route]:
         return [
             Route(path, self.verify_url, methods=["GET"]),
-            Route(path, self.receive, methods=["POST"]),
+            # Plain ASGI: the message POST is the hot path (``channels.raw_http``).
+            Route(path, RawEndpoint(self.receive), methods=["POST"]),
         ]
 
-    def _check_signature(self, request: Request) -> tuple[str, str]:
-        params = request.query_params
+    def _check_signature(self, params: Mapping[str, str]) -> tuple[str, str]:
         timestamp = params.get("timestamp", "")
         nonce = params.get("nonce", "")
         signature = params.get("signature", "")
@@ -80,26 +83,27 @@ class WeChatEndpoint:
 
     async def verify_url(self, request: Request) -> Response:
         try:
-            self._check_signature(request)
+            self._check_signature(request.query_params)
         except SignatureError as exc:
             log.warning("wechat GET refused: %s", exc)
             self._telemetry.webhook_refused(CHANNEL, "signature")
             return PlainTextResponse("forbidden", status_code=exc.status_code)
         return PlainTextResponse(request.query_params.get("echostr", ""))
 
-    async def receive(self, request: Request) -> Response:
+    async def receive(self, scope: Scope, receive: Receive) -> HttpReply:
         arrived = self._clock()
+        params = query_params(scope)
         try:
-            timestamp, nonce = self._check_signature(request)
-            body = await read_body(request, self._max_body)
-            encrypted = request.query_params.get("encrypt_type", "raw") == "aes"
+            timestamp, nonce = self._check_signature(params)
+            body = await read_asgi_body(scope, receive, self._max_body)
+            encrypted = params.get("encrypt_type", "raw") == "aes"
             reply_crypto: WeChatCrypto | None = None
             if encrypted:
                 if self._crypto is None:
                     raise BadRequest("encrypted message but no EncodingAESKey is configured")
                 decrypted = self._crypto.decrypt_message(
                     body,
-                    msg_signature=request.query_params.get("msg_signature", ""),
+                    msg_signature=params.get("msg_signature", ""),
                     timestamp=timestamp,
                     nonce=nonce,
                 )
@@ -111,19 +115,19 @@ class WeChatEndpoint:
         except BadRequest as exc:
             log.warning("wechat POST refused (%d): %s", exc.status_code, exc)
             self._telemetry.webhook_refused(CHANNEL, _refusal(exc))
-            return PlainTextResponse(type(exc).__name__, status_code=exc.status_code)
+            return HttpReply(type(exc).__name__.encode(), status=exc.status_code)
 
         with log_scope(
             channel=CHANNEL,
             message_id=inbound.dedup_key,
             conversation=str(inbound.conversation),
         ):
-            text = await self._window.respond(inbound, arrived, ClientGone(request.receive))
+            text = await self._window.respond(inbound, arrived, ClientGone(receive))
         if not text:
-            return PlainTextResponse("success")
+            return _SUCCESS
         xml = text_reply(inbound.user, inbound.account, text, int(self._clock()))
         if reply_crypto is not None:
             xml = reply_crypto.encrypt_reply(
                 xml, timestamp=str(int(self._clock())), nonce=secrets.token_hex(5)
             )
-        return Response(xml, media_type=XML_MEDIA_TYPE)
+        return HttpReply(xml.encode("utf-8"), content_type=XML_MEDIA_TYPE)
