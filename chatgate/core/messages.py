@@ -60,10 +60,18 @@ class Inbound:
     # Where a later reply to this message goes (a DingTalk sessionWebhook and its expiry, say):
     # the dispatcher copies these into the answer's meta, so any process can deliver it.
     reply_to: tuple[tuple[str, str], ...] = ()
+    # ``conversation``, made on first use: it is asked for several times per message.
+    _conversation: ConversationKey | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def conversation(self) -> ConversationKey:
-        return ConversationKey(self.channel, self.account, self.user)
+        key = self._conversation
+        if key is None:
+            key = ConversationKey(self.channel, self.account, self.user)
+            object.__setattr__(self, "_conversation", key)  # a cache: frozen all the same
+        return key
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """A channel-specific field kept in ``extra`` (e.g. WeChat's ``Recognition``)."""
