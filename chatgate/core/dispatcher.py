@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import random
-import secrets
+import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from chatgate.core.jobs import IMAGES_META
@@ -57,9 +59,30 @@ def new_answer_id() -> str:
     return f"{_last_id_time:016x}{random.getrandbits(64):016x}"
 
 
+# Random bytes for page tokens, taken from the operating system a page at a time: a system
+# call per token was a visible part of an acknowledgement. ``next`` on the C iterator hands
+# each token's bytes out once, whichever thread asks; a forked child starts a pool of its own.
+_TOKEN_BYTES = 16
+_POOL_BYTES = 4096
+_token_pool: Iterator[tuple[bytes]] = iter(())
+
+
+def _new_token_pool() -> None:
+    global _token_pool
+    _token_pool = iter(())
+
+
+os.register_at_fork(after_in_child=_new_token_pool)
+
+
 def new_page_token() -> str:
-    """A capability for the answer page: 128 random bits, URL-safe."""
-    return secrets.token_urlsafe(16)
+    """A capability for the answer page: 128 random bits from ``os.urandom``, URL-safe."""
+    global _token_pool
+    drawn = next(_token_pool, None)
+    if drawn is None:
+        _token_pool = struct.iter_unpack(f"{_TOKEN_BYTES}s", os.urandom(_POOL_BYTES))
+        drawn = next(_token_pool)
+    return base64.urlsafe_b64encode(drawn[0]).rstrip(b"=").decode("ascii")
 
 
 class Dispatcher:
