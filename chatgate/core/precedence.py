@@ -6,12 +6,13 @@ problem bolt-python solves by acknowledging before its lazy listeners run). Webh
 background work share one event loop, and asyncio runs ready callbacks first come, first
 served: without help, a thousand pushes in progress slow every acknowledgement down.
 
-``Precedence`` tells the two apart by two signs: messages were accepted lately (channels call
-``arrived``), and the loop is late (a probe timer fires ``busy_lag`` or more after it was due).
-While both hold, background work waits in ``turn`` and is let through one unit at a time, at
-least every ``min_interval``, oldest first, so it never stops; otherwise it passes at once. A
-loop made late by background work alone, or by webhooks that are only waiting (a passive reply
-held for the answer), does not slow anything down.
+``Precedence`` tells the two apart by two signs: messages keep arriving (channels call
+``arrived``; at least ``busy_arrivals`` came while the probe timer slept), and the loop is late
+(the timer fires ``busy_lag`` or more after it was due). While both hold, background work
+waits in ``turn`` and is let through one unit at a time, at least every ``min_interval``,
+oldest first, so it never stops; otherwise it passes at once. A loop made late by background
+work alone, or by webhooks that are only waiting (a passive reply held for the answer), does
+not slow anything down, nor does a late loop while messages only trickle in.
 
 Work that would wait before it does anything (a new answer job, a push to follow) is handed
 over with ``later`` as the callback that starts it, rather than started as a task that waits in
@@ -32,7 +33,11 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 # A loop this late has work queued up (an idle loop fires timers within a millisecond).
-BUSY_LAG = 0.01
+BUSY_LAG = 0.002
+# Messages arriving while the probe slept (about 5 ms, longer on a late loop): at least this
+# many, and they are queueing up, not trickling in. With a loop late by background work
+# alone at a steady trickle of messages, the late loop is no sign that webhooks wait.
+BUSY_ARRIVALS = 2
 # Messages accepted this recently mean webhooks may be what the loop is busy with.
 RECENT = 0.25
 # While webhooks keep the loop busy, one unit of background work starts at least this often.
@@ -52,6 +57,7 @@ class Precedence:
         self,
         *,
         busy_lag: float = BUSY_LAG,
+        busy_arrivals: int = BUSY_ARRIVALS,
         recent: float = RECENT,
         min_interval: float = MIN_INTERVAL,
         probe_every: float = PROBE_EVERY,
@@ -60,6 +66,7 @@ class Precedence:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._busy_lag = busy_lag
+        self._busy_arrivals = busy_arrivals
         self._recent = recent
         self._min_interval = min_interval
         self._probe_every = probe_every
@@ -67,6 +74,8 @@ class Precedence:
         self._clock = clock
         self._sleep = sleep
         self._last_arrival = -float("inf")
+        self._arrivals = 0  # since the probe's last reading
+        self._crowded = True  # enough arrived during the probe's last sleep (until it says)
         self._lag = 0.0
         # Oldest first: futures of ``turn`` callers, callbacks of ``later``.
         self._waiting: collections.deque[asyncio.Future[None] | Callable[[], object]] = (
@@ -78,7 +87,11 @@ class Precedence:
     @property
     def busy(self) -> bool:
         """Webhooks arrived lately and the loop is late: background work should wait."""
-        return self._clock() - self._last_arrival < self._recent and self._lag >= self._busy_lag
+        return (
+            self._lag >= self._busy_lag
+            and self._crowded
+            and self._clock() - self._last_arrival < self._recent
+        )
 
     @property
     def waiting(self) -> int:
@@ -88,6 +101,7 @@ class Precedence:
     def arrived(self) -> None:
         """A message was accepted (called on the acknowledgement path: cheap)."""
         self._last_arrival = self._clock()
+        self._arrivals += 1
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(
                 self._probe(), name="precedence-probe"
@@ -170,7 +184,9 @@ class Precedence:
         loop = asyncio.get_running_loop()
         while self._clock() - self._last_arrival < self._recent:
             due = loop.time() + self._probe_every
+            self._arrivals = 0
             await asyncio.sleep(self._probe_every)
+            self._crowded = self._arrivals >= self._busy_arrivals
             self.note_lag(max(0.0, loop.time() - due))
 
 

@@ -113,13 +113,26 @@ async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
     await precedence.aclose()
 
 
-async def test_the_probe_sees_a_loop_that_was_kept_busy() -> None:
+async def test_the_probe_sees_a_loop_kept_busy_while_messages_queued_up() -> None:
     precedence = Precedence(probe_every=0.005)
     precedence.arrived()
     await asyncio.sleep(0.001)  # the probe's timer is set
     time.sleep(0.05)  # noqa: ASYNC251 (the point: hold the loop, the timer fires this late)
+    precedence.arrived()  # meanwhile messages came in
+    precedence.arrived()
     await settle()  # the overdue timer fires first thing
     assert precedence.busy
+    await precedence.aclose()
+
+
+async def test_a_loop_made_late_while_messages_only_trickle_in_is_not_busy() -> None:
+    precedence = Precedence(probe_every=0.005)
+    precedence.arrived()
+    await asyncio.sleep(0.001)
+    time.sleep(0.05)  # noqa: ASYNC251 (late, by background work say)
+    precedence.arrived()  # one message in the probe's whole sleep: no queue of them
+    await settle()
+    assert not precedence.busy
     await precedence.aclose()
 
 
