@@ -86,7 +86,7 @@ class Precedence:
 
     @property
     def busy(self) -> bool:
-        """Webhooks arrived lately and the loop is late: background work should wait."""
+        """Messages queue up on a late loop: background work should wait."""
         return (
             self._lag >= self._busy_lag
             and self._crowded
