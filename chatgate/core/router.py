@@ -115,24 +115,22 @@ class Router:
         inner = (*inherited, *self._inner)
         # An included router is asked for its chain on each message, so that a change to it
         # (or to a router it includes) is seen without rebuilding this one.
-        steps: list[tuple[Router | None, Filter, Handler | None]] = [
-            (route, any_message, None)
-            if isinstance(route, Router)
-            else (None, route[0], wrap(inner, route[1]) if inner else route[1])
+        steps = [
+            route if isinstance(route, Router) else (route[0], wrap(inner, route[1]))
             for route in self._routes
         ]
 
         async def propagate(message: Inbound) -> HandlerResult:
-            for router, matches, handler in steps:
-                if router is not None:
-                    result = await router._chain_under(inner)(message)
-                elif not matches(message):
-                    continue
+            for step in steps:
+                if isinstance(step, Router):
+                    result = await step._chain_under(inner)(message)
                 else:
-                    assert handler is not None
+                    matches, handler = step
+                    if not matches(message):
+                        continue
                     result = await handler(message)
                 if result is not UNHANDLED:
                     return result
             return UNHANDLED
 
-        return wrap(self._outer, propagate) if self._outer else propagate
+        return wrap(self._outer, propagate)
