@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from chatgate.app.asgi import build_app
 from chatgate.config import load_settings
@@ -364,6 +365,12 @@ async def test_hybrid_replies_the_first_part_of_a_long_fast_answer_and_pushes_th
     assert llm.questions() == [question]
 
 
+def push_app(llm: LLM, api: API, precedence: Precedence) -> tuple[Starlette, str]:
+    """A push-mode gateway whose acknowledgements go first by ``precedence``; its webhook path."""
+    settings = load_settings(environ={}, **gateway_settings(llm.url, **push_settings(api, "push")))
+    return build_app(settings, precedence=precedence), settings.wechat_path
+
+
 async def test_acks_go_first_while_webhooks_load_the_loop_and_answers_follow_once_they_stop(
     llm: LLM, api: API
 ) -> None:
@@ -376,11 +383,10 @@ async def test_acks_go_first_while_webhooks_load_the_loop_and_answers_follow_onc
         await ticks.get()
 
     precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=tick_sleep)
-    settings = load_settings(environ={}, **gateway_settings(llm.url, **push_settings(api, "push")))
-    app = build_app(settings, precedence=precedence)
+    app, url = push_app(llm, api, precedence)
     users = [f"{USER}-{n}" for n in range(3)]
     async with LoopbackServer(app) as server:
-        wechat = wechat_for(server.url + settings.wechat_path, api)
+        wechat = wechat_for(server.url + url, api)
         outcomes = await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
         assert [(o.kind, o.tries) for o in outcomes] == [("nothing", 1)] * 3
         await settle(0.5)
@@ -406,11 +412,10 @@ async def test_a_drain_starts_the_answers_still_waiting_behind_acknowledgements(
 
     clock = [0.0]
     precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=never)
-    settings = load_settings(environ={}, **gateway_settings(llm.url, **push_settings(api, "push")))
-    app = build_app(settings, precedence=precedence)
+    app, url = push_app(llm, api, precedence)
     users = [f"{USER}-{n}" for n in range(3)]
     async with LoopbackServer(app) as server:
-        wechat = wechat_for(server.url + settings.wechat_path, api)
+        wechat = wechat_for(server.url + url, api)
         await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
         await settle(0.3)
         assert precedence.waiting >= 3
