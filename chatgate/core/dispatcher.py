@@ -76,13 +76,21 @@ os.register_at_fork(after_in_child=_new_token_pool)
 
 
 def new_page_token() -> str:
-    """A capability for the answer page: 128 random bits from ``os.urandom``, URL-safe."""
+    """A capability for the answer page: the time in nanoseconds, then 128 random bits from
+    ``os.urandom``; 32 URL-safe characters.
+
+    Time first, so that tokens made close together share a prefix and land together in the
+    store's unique index of them: random tokens landed all over it, and each acknowledgement
+    then wrote an index page of its own (in SQLite, 0.9 of its 5.7 WAL frames). The random
+    bits alone make the token unguessable; the time only places it.
+    """
     global _token_pool
     drawn = next(_token_pool, None)
     if drawn is None:
         _token_pool = struct.iter_unpack(f"{_TOKEN_BYTES}s", os.urandom(_POOL_BYTES))
         drawn = next(_token_pool)
-    return base64.urlsafe_b64encode(drawn[0]).rstrip(b"=").decode("ascii")
+    # 8 + 16 bytes: a multiple of 3, so the base64 has no padding to strip.
+    return base64.urlsafe_b64encode(time.time_ns().to_bytes(8, "big") + drawn[0]).decode("ascii")
 
 
 class Dispatcher:

@@ -25,8 +25,9 @@ from chatgate.store.base import AnswerKind, AnswerRecord, Store
 ANSWER_PREFIX = "/a/"
 HISTORY_PREFIX = "/h/"
 
-# secrets.token_urlsafe(16): 16 random bytes as 22 URL-safe base64 characters.
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+# History tokens (``new_token``) are 16 random bytes as 22 URL-safe base64 characters, and
+# so were answer tokens before they carried the time: 24 bytes, 32 characters now.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22}|[A-Za-z0-9_-]{32}")
 
 
 def new_token() -> str:

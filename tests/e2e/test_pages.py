@@ -268,7 +268,7 @@ async def test_a_late_answer_is_read_live_from_the_link_in_the_placeholder(
         sim = WeChatSim(gw.wechat_url, TOKEN)
         outcome = await sim.send_text("u1", "怎样在手机上读长回答？")
         assert outcome.kind == "reply" and outcome.tries == 3
-        found = re.search(re.escape(PUBLIC) + r"/a/[A-Za-z0-9_-]{22}", outcome.text or "")
+        found = re.search(re.escape(PUBLIC) + r"/a/[A-Za-z0-9_-]{32}", outcome.text or "")
         assert found is not None, outcome.text
         link = found.group(0)
         assert outcome.text == Texts().thinking_with_link.format(link=link)
@@ -527,7 +527,7 @@ async def test_first_part_of_a_long_answer_links_to_the_whole_answer() -> None:
         question = "长回答 [len=6000]"
         first = await sim.send_text("u1", question)
         text = first.text or ""
-        found = re.search(re.escape(PUBLIC) + r"/a/[A-Za-z0-9_-]{22}", text)
+        found = re.search(re.escape(PUBLIC) + r"/a/[A-Za-z0-9_-]{32}", text)
         assert found is not None, text
         assert text.endswith(Texts().more_with_link.format(link=found.group(0)))
         assert len(text.encode()) <= 2048
