@@ -1,24 +1,28 @@
 """Webhook acknowledgement in push mode, against a bare Starlette hello-world served the same way.
 
-    python bench/ack.py [--store sqlite|memory] [--messages 2000] [--in-flight 200] [--rate 100]
+    python bench/ack.py [--store sqlite|memory] [--messages 2000] [--rounds 3]
+                        [--in-flight 200] [--rate 100]
 
-Both servers run as child processes under uvicorn on loopback; the client in this process
-sends signed WeChat text messages and times each request until its `success`. The gateway runs
-for real: push mode, the offline fake model, and a fake WeChat API (served by this process)
-that receives the pushes, so answer jobs and pushes compete with the acknowledgements as they
-would in production.
+Both servers run side by side as child processes under uvicorn on loopback; the client in this
+process sends signed WeChat text messages and times each request until its `success`. The
+gateway runs for real: push mode, the offline fake model, and a fake WeChat API (served by this
+process) that receives the pushes, so answer jobs and pushes compete with the acknowledgements
+as they would in production.
 
-Two loads per server: saturated (`--in-flight` requests always outstanding: throughput, and
-latency that is mostly queueing, about in-flight / throughput) and paced (`--rate` messages a
-second, open loop: the latency of one acknowledgement at a steady load). Target: at least 0.5
-of the bare server's throughput, p99 under 50 ms.
+Two loads per server: paced (`--rate` messages a second, open loop: the latency of one
+acknowledgement at a steady load), then saturated (`--in-flight` requests always outstanding:
+throughput, and latency that is mostly queueing, about in-flight / throughput). The saturated
+runs alternate, bare server then gateway, `--rounds` times: a machine shared with other work
+changes speed from one minute to the next, and each round's ratio divides two runs made seconds
+apart; the ratio printed is the median of the rounds'. Target: at least 0.5 of the bare
+server's throughput, p99 under 50 ms.
 
-Acknowledgements go before background work (``core.precedence``), so during the saturated run
-most answers wait; a line says how many were pushed by the last acknowledgement and how long
-the backlog took after it (the fake model streams each answer for a fraction of a second, at
-most ``CHATGATE_LLM_CONCURRENCY`` at once). The saturated run starts once the answers of the
-runs before it are pushed, and the last line is the gateway's CPU per message of that run
-from its start until its last answer was pushed: what a message costs in all.
+Acknowledgements go before background work (``core.precedence``), so during a saturated run
+most of its answers wait; a line says how many were pushed while it lasted and how long the
+backlog took after it (the fake model streams each answer for a fraction of a second, at most
+``CHATGATE_LLM_CONCURRENCY`` at once). Each round starts once the gateway's earlier answers are
+all pushed, and the last line is the gateway's CPU per message from the start of a saturated
+run until its last answer was pushed: what a message costs in all.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -139,6 +144,12 @@ class Connection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._h11 = h11.Connection(h11.CLIENT)
 
+    async def open(self) -> None:
+        """Start over on a new socket."""
+        await self.close()
+        self._streams = await asyncio.open_connection("127.0.0.1", self._port)
+        self._h11 = h11.Connection(h11.CLIENT)
+
     async def post(self, request: Request) -> tuple[int, bytes]:
         if self._streams is None:
             self._streams = await asyncio.open_connection("127.0.0.1", self._port)
@@ -200,6 +211,15 @@ class Client:
         finally:
             self._idle.put_nowait(connection)
 
+    async def reopen(self) -> None:
+        """Put every connection on a new socket (while none is in use). Between two runs of
+        one server the other one runs, and uvicorn drops keep-alive connections idle for 5 s:
+        a run must not begin by finding that out, one failed request per connection."""
+        connections = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        await asyncio.gather(*(connection.open() for connection in connections))
+        for connection in connections:
+            self._idle.put_nowait(connection)
+
     async def close(self) -> None:
         while not self._idle.empty():
             await self._idle.get_nowait().close()
@@ -243,99 +263,161 @@ async def paced(client: Client, requests: list[Request], rate: float) -> Result:
 
 @dataclass(frozen=True)
 class Load:
-    messages: int
+    messages: int  # per saturated run
     in_flight: int
     rate: float
     paced_messages: int
+    rounds: int = 3  # saturated runs per server, the two servers alternating
 
 
-async def measure(
-    port: int, pid: int, load: Load, settle: Callable[[], Awaitable[object]] | None = None
-) -> tuple[Result, Result]:
-    """The paced run, then the saturated one; ``settle`` is awaited between the two (the
-    gateway works off the answers of the warm-up and the paced run: the saturated run starts
-    with nothing left over)."""
-    client = Client(port, load.in_flight)
-    try:
-        await saturated(client, signed_messages(load.in_flight), load.in_flight)  # warm-up
-        # Paced first: the saturated run leaves a backlog of answers to generate and push.
-        steady = await paced(client, signed_messages(load.paced_messages), load.rate)
-        if settle is not None:
-            await settle()
-        requests = signed_messages(load.messages)
-        before = cpu_seconds(pid)
-        busy = await saturated(client, requests, load.in_flight)
-        after = cpu_seconds(pid)
-    finally:
-        await client.close()
-    if before is not None and after is not None:
-        busy = replace(busy, server_cpu=after - before, cpu_at_start=before)
-    return busy, steady
+async def timed(client: Client, pid: int, requests: list[Request], in_flight: int) -> Result:
+    """A saturated run on fresh connections, with the CPU the server process ``pid`` used
+    meanwhile."""
+    await client.reopen()
+    before = cpu_seconds(pid)
+    result = await saturated(client, requests, in_flight)
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        return result
+    return replace(result, server_cpu=after - before, cpu_at_start=before)
+
+
+async def warmed_and_paced(client: Client, load: Load) -> tuple[Result, Result]:
+    """The warm-up (one message per connection), then the paced run."""
+    warm_up = await saturated(client, signed_messages(load.in_flight), load.in_flight)
+    return warm_up, await paced(client, signed_messages(load.paced_messages), load.rate)
+
+
+def acknowledged(*results: Result) -> int:
+    """How many messages the server acknowledged: each has an answer to push."""
+    return sum(result.messages - result.failures for result in results)
+
+
+async def pushed_by_now(api: WeChatAPISim, expected: int, limit: float = 120.0) -> float:
+    """Wait until ``expected`` answers were pushed in all (one part each), or ``limit``
+    seconds; how long after the call the last of them was pushed."""
+    called = time.time()  # the sim's clock is time.time
+    # The sim records deliveries in a list; it has no event to wait on.
+    while len(api.delivered) < expected and time.time() - called < limit:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    last = api.delivered[-1].at if api.delivered else called
+    return max(0.0, last - called)
 
 
 @dataclass(frozen=True)
-class Pushed:
-    """How the answers' pushes kept up with the acknowledgements."""
+class Round:
+    """One saturated run of each server, back to back, and how the gateway's answers went."""
 
-    during: int  # pushed by the time the last acknowledgement came back
-    total: int  # pushed in all, once the backlog was worked off (or the wait gave up)
-    after: float  # seconds from the last acknowledgement to the last push
-    # Gateway CPU per saturated-run message from the run's start until its last push: the
-    # acknowledgement, the (fake) model's answer, the typing indicator and the push.
-    cpu_per_answer_us: float | None = None
+    bare: Result
+    gateway: Result
+    pushed_during: int  # the run's own answers pushed before its last acknowledgement
+    pushed_after: float  # seconds from the run's last acknowledgement to its last push
+    # Gateway CPU seconds from the start of the run until its last answer was pushed.
+    gateway_cpu_all: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.gateway.throughput / self.bare.throughput
 
 
-async def backlog_pushed(api: WeChatAPISim, expected: int, limit: float = 120.0) -> Pushed:
-    """Wait until ``expected`` answers were pushed (one part each), or ``limit`` seconds."""
-    during, acknowledged = len(api.delivered), time.time()  # the sim's clock is time.time
-    # The sim records deliveries in a list; it has no event to wait on.
-    while len(api.delivered) < expected and time.time() - acknowledged < limit:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    last = api.delivered[-1].at if api.delivered else acknowledged
-    return Pushed(during, len(api.delivered), max(0.0, last - acknowledged))
+@dataclass(frozen=True)
+class Report:
+    load: Load
+    bare_paced: Result
+    gateway_paced: Result
+    rounds: list[Round]
+    pushed: int  # answers pushed in all (warm-up, paced and saturated runs)
+
+    @property
+    def ratio(self) -> float:
+        """The median of the rounds' ratios: each divides runs made seconds apart."""
+        return float(statistics.median(r.ratio for r in self.rounds))
+
+    def saturated(self, server: str) -> Result:
+        """One server's saturated runs as one: messages, time and CPU summed, latencies pooled."""
+        runs = [getattr(r, server) for r in self.rounds]
+        cpus = [run.server_cpu for run in runs]
+        return Result(
+            sum(run.messages for run in runs),
+            sum(run.seconds for run in runs),
+            [latency for run in runs for latency in run.latencies],
+            sum(run.failures for run in runs),
+            None if None in cpus else sum(c for c in cpus if c is not None),
+        )
+
+    def median_throughput(self, server: str) -> float:
+        return float(statistics.median(getattr(r, server).throughput for r in self.rounds))
+
+    @property
+    def cpu_per_answer_us(self) -> float | None:
+        """Gateway CPU per saturated-run message, its answer pushed (ack, model, typing, push)."""
+        cpus = [r.gateway_cpu_all for r in self.rounds]
+        if None in cpus:
+            return None
+        messages = sum(r.gateway.messages for r in self.rounds)
+        return 1e6 * sum(c for c in cpus if c is not None) / messages
+
+
+def gateway_settings(store: str, path: Path, api_base: str, port: int) -> dict[str, str]:
+    return {
+        "CHATGATE_PORT": str(port),
+        "CHATGATE_STORE": f"sqlite:///{path}" if store == "sqlite" else "memory://",
+        "CHATGATE_LOG_LEVEL": "warning",
+        "CHATGATE_LLM_PROVIDER": "fake",
+        "CHATGATE_WECHAT_TOKEN": TOKEN,
+        "CHATGATE_WECHAT_APPID": APPID,
+        "CHATGATE_WECHAT_SECRET": SECRET,
+        "CHATGATE_WECHAT_MODE": "push",
+        "CHATGATE_WECHAT_API_BASE": api_base,
+    }
 
 
 async def run(
-    store: str, load: Load
-) -> tuple[tuple[Result, Result], tuple[Result, Result], Pushed]:
+    store: str, load: Load, progress: Callable[[str], None] = lambda line: None
+) -> Report:
+    """Both servers up side by side; each round runs the bare server, then the gateway, once
+    the gateway's earlier answers are all pushed (no answer job of a round runs in the next)."""
     env = child_env({})
-
-    port = free_port()
-    hello = [sys.executable, "-c", HELLO_SERVER, str(port)]
-    async with serving(hello, env, port, stop_within=15) as pid:
-        bare = await measure(port, pid, load)
-
     # Every user wrote just now, and may be sent any number of messages: no push is refused.
     api = WeChatAPISim(appid=APPID, secret=SECRET, per_message_cap=10**9)
     for i in range(USERS):
         api.user_wrote(f"o_bench_{i:03d}")
+    bare_port, gateway_port = free_port(), free_port()
+    hello = [sys.executable, "-c", HELLO_SERVER, str(bare_port)]
     with tempfile.TemporaryDirectory() as tmp:
-        async with api.serve() as api_base:
-            port = free_port()
-            env |= {
-                "CHATGATE_PORT": str(port),
-                "CHATGATE_STORE": f"sqlite:///{Path(tmp) / 'bench.db'}"
-                if store == "sqlite"
-                else "memory://",
-                "CHATGATE_LOG_LEVEL": "warning",
-                "CHATGATE_LLM_PROVIDER": "fake",
-                "CHATGATE_WECHAT_TOKEN": TOKEN,
-                "CHATGATE_WECHAT_APPID": APPID,
-                "CHATGATE_WECHAT_SECRET": SECRET,
-                "CHATGATE_WECHAT_MODE": "push",
-                "CHATGATE_WECHAT_API_BASE": api_base,
-            }
-            async with serving(gateway_argv(), env, port, stop_within=15) as pid:
-                earlier = load.in_flight + load.paced_messages
-                gateway = await measure(
-                    port, pid, load, settle=lambda: backlog_pushed(api, earlier)
-                )
-                pushed = await backlog_pushed(api, earlier + load.messages)
-                start, end = gateway[0].cpu_at_start, cpu_seconds(pid)
-                if start is not None and end is not None:
-                    per_answer = 1e6 * (end - start) / load.messages
-                    pushed = replace(pushed, cpu_per_answer_us=per_answer)
-    return bare, gateway, pushed
+        async with (
+            serving(hello, env, bare_port, stop_within=15) as bare_pid,
+            api.serve() as api_base,
+        ):
+            settings = gateway_settings(store, Path(tmp) / "bench.db", api_base, gateway_port)
+            async with serving(gateway_argv(), env | settings, gateway_port, stop_within=15) as pid:
+                bare = Client(bare_port, load.in_flight)
+                gateway = Client(gateway_port, load.in_flight)
+                try:
+                    _, bare_paced = await warmed_and_paced(bare, load)
+                    gateway_warm_up, gateway_paced = await warmed_and_paced(gateway, load)
+                    answered = acknowledged(gateway_warm_up, gateway_paced)  # answers so far
+                    await pushed_by_now(api, answered)
+                    rounds = []
+                    for number in range(1, load.rounds + 1):
+                        requests = signed_messages(load.messages)
+                        bare_run = await timed(bare, bare_pid, requests, load.in_flight)
+                        gateway_run = await timed(gateway, pid, requests, load.in_flight)
+                        during = len(api.delivered) - answered
+                        answered += acknowledged(gateway_run)
+                        after = await pushed_by_now(api, answered)
+                        end, start = cpu_seconds(pid), gateway_run.cpu_at_start
+                        cpu_all = None if end is None or start is None else end - start
+                        rounds.append(Round(bare_run, gateway_run, during, after, cpu_all))
+                        progress(
+                            f"round {number}/{load.rounds}: bare {bare_run.throughput:.0f}, "
+                            f"chatgate {gateway_run.throughput:.0f} msg/s, "
+                            f"ratio {rounds[-1].ratio:.2f}"
+                        )
+                finally:
+                    await bare.close()
+                    await gateway.close()
+    return Report(load, bare_paced, gateway_paced, rounds, len(api.delivered))
 
 
 def cpu_line(result: Result) -> str:
@@ -349,48 +431,64 @@ def cpu_line(result: Result) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
-    parser.add_argument("--messages", type=int, default=2000, help="saturated: messages sent")
+    parser.add_argument("--messages", type=int, default=2000, help="saturated: messages a run")
+    parser.add_argument("--rounds", type=int, default=3, help="saturated: runs of each server")
     parser.add_argument("--in-flight", type=int, default=200, help="saturated: outstanding")
     parser.add_argument("--rate", type=float, default=100.0, help="paced: messages a second")
     parser.add_argument("--paced-messages", type=int, default=400, help="paced: messages sent")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     # The fake WeChat API's server is stopped with pushes still arriving: not worth a traceback.
     logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-    load = Load(args.messages, args.in_flight, args.rate, args.paced_messages)
-    bare, gateway, pushed = asyncio.run(run(args.store, load))
+    load = Load(args.messages, args.in_flight, args.rate, args.paced_messages, args.rounds)
+    report = asyncio.run(run(args.store, load, progress=lambda line: print(line, file=sys.stderr)))
+    for line in report_lines(report, args.store):
+        print(line)
+    gateway = report.saturated("gateway")
+    return 0 if gateway.failures + report.gateway_paced.failures == 0 else 1
 
-    print(f"push-mode acknowledgement, loopback, uvicorn, gateway store: {args.store}")
-    print(
-        f"{'':22}{'saturated: ' + str(load.in_flight) + ' in flight':<34}paced: {load.rate:g} msg/s"
-    )
-    head = f"{'server':<22}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}"
-    print(f"{head}{'p50 ms':>12}{'p99 ms':>9}")
-    for name, (busy, steady) in (("bare starlette", bare), ("chatgate push", gateway)):
-        failures = busy.failures + steady.failures
-        print(
-            f"{name:<22}{busy.throughput:>8.0f}{busy.ms(50):>9.1f}{busy.ms(99):>9.1f}"
-            f"{failures:>6}{steady.ms(50):>12.1f}{steady.ms(99):>9.1f}"
+
+def report_lines(report: Report, store: str) -> list[str]:
+    load = report.load
+    lines = [
+        f"push-mode acknowledgement, loopback, uvicorn, gateway store: {store}; "
+        f"{load.rounds} alternating saturated runs of {load.messages} messages per server",
+        f"{'':22}{'saturated: ' + str(load.in_flight) + ' in flight':<34}"
+        f"paced: {load.rate:g} msg/s",
+        f"{'server':<22}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}"
+        f"{'p50 ms':>12}{'p99 ms':>9}",
+    ]
+    for name, server, steady in (
+        ("bare starlette", "bare", report.bare_paced),
+        ("chatgate push", "gateway", report.gateway_paced),
+    ):
+        busy = report.saturated(server)
+        lines.append(
+            f"{name:<22}{report.median_throughput(server):>8.0f}{busy.ms(50):>9.1f}"
+            f"{busy.ms(99):>9.1f}{busy.failures + steady.failures:>6}"
+            f"{steady.ms(50):>12.1f}{steady.ms(99):>9.1f}"
         )
-    ratio = gateway[0].throughput / bare[0].throughput
-    print(
-        f"throughput ratio {ratio:.2f} (target >= 0.5); chatgate p99 {gateway[0].ms(99):.1f} ms "
-        f"saturated, {gateway[1].ms(99):.1f} ms paced (target < 50)"
-    )
-    print(
-        f"server CPU per message, saturated: bare {cpu_line(bare[0])}, "
-        f"chatgate {cpu_line(gateway[0])}"
-    )
-    sent = load.in_flight + load.messages + load.paced_messages
-    print(
-        f"answers pushed to the fake WeChat API: {pushed.during} of {sent} by the last "
-        f"acknowledgement, {pushed.total} in all, the last {pushed.after:.1f} s after it"
-    )
-    if pushed.cpu_per_answer_us is not None:
-        print(
+    gateway = report.saturated("gateway")
+    each = ", ".join(f"{r.ratio:.2f}" for r in report.rounds)
+    lines += [
+        "msg/s: the median run; latencies: all runs' together",
+        f"throughput ratio {report.ratio:.2f}, the median of the rounds' ({each}; target >= 0.5); "
+        f"chatgate p99 {gateway.ms(99):.1f} ms saturated, {report.gateway_paced.ms(99):.1f} ms "
+        f"paced (target < 50)",
+        f"server CPU per message, saturated: bare {cpu_line(report.saturated('bare'))}, "
+        f"chatgate {cpu_line(gateway)}",
+        f"answers pushed to the fake WeChat API while their run lasted: "
+        f"{sum(r.pushed_during for r in report.rounds)} of {gateway.messages}; "
+        f"{report.pushed} pushed in all, the last of a run at most "
+        f"{max(r.pushed_after for r in report.rounds):.1f} s after its last acknowledgement",
+    ]
+    if report.cpu_per_answer_us is not None:
+        lines.append(
             f"chatgate CPU per saturated-run message, its answer pushed: "
-            f"{pushed.cpu_per_answer_us:.0f} µs (acknowledgement, fake model, typing, push)"
+            f"{report.cpu_per_answer_us:.0f} µs (acknowledgement, fake model, typing, push)"
         )
-    return 0 if gateway[0].failures + gateway[1].failures == 0 else 1
+    return lines
 
 
 if __name__ == "__main__":
