@@ -333,7 +333,7 @@ class Report:
         """The median of the rounds' ratios: each divides runs made seconds apart."""
         return float(statistics.median(r.ratio for r in self.rounds))
 
-    def saturated(self, server: str) -> Result:
+    def pooled(self, server: str) -> Result:
         """One server's saturated runs as one: messages, time and CPU summed, latencies pooled."""
         runs = [getattr(r, server) for r in self.rounds]
         cpus = [run.server_cpu for run in runs]
@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = asyncio.run(run(args.store, load, progress=lambda line: print(line, file=sys.stderr)))
     for line in report_lines(report, args.store):
         print(line)
-    gateway = report.saturated("gateway")
+    gateway = report.pooled("gateway")
     return 0 if gateway.failures + report.gateway_paced.failures == 0 else 1
 
 
@@ -463,20 +463,20 @@ def report_lines(report: Report, store: str) -> list[str]:
         ("bare starlette", "bare", report.bare_paced),
         ("chatgate push", "gateway", report.gateway_paced),
     ):
-        busy = report.saturated(server)
+        busy = report.pooled(server)
         lines.append(
             f"{name:<22}{report.median_throughput(server):>8.0f}{busy.ms(50):>9.1f}"
             f"{busy.ms(99):>9.1f}{busy.failures + steady.failures:>6}"
             f"{steady.ms(50):>12.1f}{steady.ms(99):>9.1f}"
         )
-    gateway = report.saturated("gateway")
+    gateway = report.pooled("gateway")
     each = ", ".join(f"{r.ratio:.2f}" for r in report.rounds)
     lines += [
         "msg/s: the median run; latencies: all runs' together",
         f"throughput ratio {report.ratio:.2f}, the median of the rounds' ({each}; target >= 0.5); "
         f"chatgate p99 {gateway.ms(99):.1f} ms saturated, {report.gateway_paced.ms(99):.1f} ms "
         f"paced (target < 50)",
-        f"server CPU per message, saturated: bare {cpu_line(report.saturated('bare'))}, "
+        f"server CPU per message, saturated: bare {cpu_line(report.pooled('bare'))}, "
         f"chatgate {cpu_line(gateway)}",
         f"answers pushed to the fake WeChat API while their run lasted: "
         f"{sum(r.pushed_during for r in report.rounds)} of {gateway.messages}; "

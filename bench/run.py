@@ -39,7 +39,7 @@ async def ack_rows(
         return [Row("webhook ack", "not run", "-", f"bench/ack.py cannot be imported: {exc}")]
     load = ack.Load(messages, in_flight, rate, paced, rounds)
     report = await ack.run("sqlite", load)
-    bare, gateway = report.saturated("bare"), report.saturated("gateway")
+    bare, gateway = report.pooled("bare"), report.pooled("gateway")
     bare_paced, gateway_paced = report.bare_paced, report.gateway_paced
     bench = "webhook ack (push mode, SQLite)"
     failures = gateway.failures + gateway_paced.failures
