@@ -18,6 +18,7 @@ from chatgate.channels.wechat_mp.typing import TypingIndicator
 from chatgate.channels.wechat_mp.window import PassiveWindow, WindowStrategy
 from chatgate.config import Settings
 from chatgate.core.delivery import Delivery, Surface, handed_off
+from chatgate.http_client import HttpClient
 from chatgate.store.base import AnswerRecord
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def push_window(
     limits = httpx.Limits(
         max_connections=API_CONCURRENCY, max_keepalive_connections=API_CONCURRENCY
     )
-    client = httpx.AsyncClient(timeout=API_TIMEOUT, limits=limits)
+    client = HttpClient(timeout=API_TIMEOUT, limits=limits)
     services.on_shutdown.append(client.aclose)
     http = WeChatHTTP(client, settings.wechat_api_base, telemetry=services.telemetry)
     store = services.store

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from chatgate.errors import ProviderError, ProviderTimeout
+from chatgate.http_client import HttpClient
 from chatgate.providers.base import ChatMessage, ChatRequest
 from chatgate.providers.deadline import Deadline
 from chatgate.providers.retry import RetryPolicy, parse_retry_after
@@ -97,7 +98,7 @@ class DifyProvider:
         self._inputs = dict(inputs or {})
         self._host = httpx.URL(self.url).host or "?"
         self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self._client = http_client or HttpClient(timeout=httpx.Timeout(timeout))
 
     async def aclose(self) -> None:
         if self._owns_client:

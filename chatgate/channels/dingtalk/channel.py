@@ -23,6 +23,7 @@ from chatgate.core.dispatcher import Dispatcher
 from chatgate.core.tasks import TaskSupervisor
 from chatgate.core.telemetry import NO_TELEMETRY, Telemetry
 from chatgate.core.texts import Texts
+from chatgate.http_client import HttpClient
 from chatgate.store.base import Store
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class DingTalkChannel:
         assert settings.dingtalk_client_secret is not None, "dingtalk_enabled is checked first"
         self.settings = settings
         self._secret = settings.dingtalk_client_secret.get_secret_value()
-        self.http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        self.http = http or HttpClient(timeout=HTTP_TIMEOUT)
         self._owns_http = http is None
         robot_code = settings.dingtalk_robot_code or settings.dingtalk_client_id
         self.openapi = OpenApi(
