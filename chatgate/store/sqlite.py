@@ -42,6 +42,11 @@ _CHECKPOINT_AFTER = 200
 # over (see ``_Checkpoints``): about 32 MiB at the default 4 KiB page. Each forced restart
 # holds operations for a few fsyncs (~20 ms here), so not much lower.
 _RESTART_FRAMES = 8000
+# Batches of ``_CHECKPOINT_AFTER`` inline writes the thread may fall behind before operations
+# wait for it. At full speed a batch is about 20 ms of acknowledgements, and a checkpoint that
+# late is common on a busy machine: holding every webhook in flight for it (about 25 ms) was
+# most of the acknowledgement's p99. Five batches are about 5000 frames, under a restart.
+_HOLD_AFTER_BATCHES = 5
 
 _UPDATE_ANSWER = f"""
     UPDATE answers SET
@@ -292,8 +297,8 @@ class _Checkpoints:
 
     Both only bound the WAL if the thread gets to run, and nothing makes a busy loop thread
     hand it the processor: on a loaded machine the loop outran it by thousands of frames. So
-    when a batch of inline writes is done while the checkpoint asked for after the one
-    before has still not run, operations wait (``held``) until the thread has caught up.
+    when ``_HOLD_AFTER_BATCHES`` batches of inline writes wait for a checkpoint, operations
+    wait (``held``) until the thread has caught up.
     """
 
     def __init__(self, conn: sqlite3.Connection, worker: _Worker) -> None:
@@ -318,10 +323,11 @@ class _Checkpoints:
         if self.written - max(self._asked, self._done) < _CHECKPOINT_AFTER:
             return
         # A stale ``_done`` only makes this wait once without need.
-        behind = self._asked > self._done
+        pending = self._asked > self._done
         self._asked = self.written
-        if not behind:
-            self._worker.post(self.run)
+        if self.written - self._done < _HOLD_AFTER_BATCHES * _CHECKPOINT_AFTER:
+            if not pending:  # the one pending checkpoints everything written when it runs
+                self._worker.post(self.run)
             return
         held = self.held = self._worker.run(self.run)
         held.add_done_callback(self._caught_up)

@@ -358,6 +358,40 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_writes_even_if_che
     assert _query(path, "SELECT count(*) FROM kv") == [(writers * each,)]
 
 
+async def test_writes_wait_for_a_lagging_checkpoint_only_once_it_is_batches_behind(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_AFTER", 20)
+    monkeypatch.setattr(sqlite_module, "_HOLD_AFTER_BATCHES", 3)
+    # The worker thread kept from checkpointing, as a busy machine keeps it off the processor.
+    gate, checkpoint = threading.Event(), sqlite_module._Checkpoints.run
+
+    def gated_checkpoint(self: sqlite_module._Checkpoints) -> None:
+        gate.wait(WITHIN)
+        checkpoint(self)
+
+    monkeypatch.setattr(sqlite_module._Checkpoints, "run", gated_checkpoint)
+    store = SqliteStore(str(path), poll_interval=3600, checkpoint_interval=3600)
+    await store.open()
+    try:
+        # A batch or two late is ordinary: the writes go on without waiting.
+        async with asyncio.timeout(WITHIN / 2):
+            for i in range(59):
+                await store.kv_set(f"k{i}", "v")
+        # The third batch behind: what comes next waits until the thread has caught up.
+        await store.kv_set("k59", "v")
+        held = asyncio.create_task(store.kv_set("k60", "v"))
+        await asyncio.sleep(SETTLE)
+        assert not held.done()
+        gate.set()
+        async with asyncio.timeout(WITHIN):
+            await held
+    finally:
+        gate.set()
+        await store.close()
+    assert _query(path, "SELECT count(*) FROM kv") == [(61,)]
+
+
 def _elsewhere(path: Path, key: str) -> list[tuple[object, ...]]:
     """What another connection (another process) reads of ``key``: committed data only."""
     return _query(path, f"SELECT value FROM kv WHERE key = '{key}'")
