@@ -390,10 +390,10 @@ class _Checkpoints:
             busy, _frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if not busy:
                 # The first write into a restarted log rewrites its header and fsyncs it:
-                # this one, here, rather than the next inline write on the loop.
-                _in_transaction(
-                    self._conn, lambda conn: _run(conn, "UPDATE schema_version SET id = id")
-                )
+                # this one, here, rather than the next inline write on the loop. One statement,
+                # its own transaction: each call into SQLite hands the GIL to the busy loop
+                # and waits up to a switch interval (5 ms) to get it back, with operations held.
+                _run(self._conn, "UPDATE schema_version SET id = id")
         finally:
             with self._lock:
                 self.restarting = False
