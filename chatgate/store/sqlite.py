@@ -40,7 +40,7 @@ _T = TypeVar("_T")
 _CHECKPOINT_AFTER = 200
 # A WAL this long after a checkpoint means writes never paused long enough for it to start
 # over (see ``_Checkpoints``): about 32 MiB at the default 4 KiB page. Each forced restart
-# holds operations for a few fsyncs (~20 ms here), so not much lower.
+# holds operations for a few fsyncs and GIL hand-overs (2–20 ms here), so not much lower.
 _RESTART_FRAMES = 8000
 # Batches of ``_CHECKPOINT_AFTER`` inline writes the thread may fall behind before operations
 # wait for it. At full speed a batch is about 20 ms of acknowledgements, and a checkpoint that
