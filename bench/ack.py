@@ -345,6 +345,21 @@ class Report:
             None if None in cpus else sum(c for c in cpus if c is not None),
         )
 
+    @property
+    def round_ratios(self) -> str:
+        """Each round's ratio, in order: ``0.43, 0.47, 0.40``."""
+        return ", ".join(f"{r.ratio:.2f}" for r in self.rounds)
+
+    @property
+    def pushed_during(self) -> int:
+        """The saturated runs' own answers pushed while their run lasted, all rounds."""
+        return sum(r.pushed_during for r in self.rounds)
+
+    @property
+    def pushed_after(self) -> float:
+        """The longest any round's answers took after its last acknowledgement."""
+        return max(r.pushed_after for r in self.rounds)
+
     def median_throughput(self, server: str) -> float:
         return float(statistics.median(getattr(r, server).throughput for r in self.rounds))
 
@@ -470,18 +485,18 @@ def report_lines(report: Report, store: str) -> list[str]:
             f"{steady.ms(50):>12.1f}{steady.ms(99):>9.1f}"
         )
     gateway = report.pooled("gateway")
-    each = ", ".join(f"{r.ratio:.2f}" for r in report.rounds)
     lines += [
         "msg/s: the median run; latencies: all runs' together",
-        f"throughput ratio {report.ratio:.2f}, the median of the rounds' ({each}; target >= 0.5); "
+        f"throughput ratio {report.ratio:.2f}, the median of the rounds' "
+        f"({report.round_ratios}; target >= 0.5); "
         f"chatgate p99 {gateway.ms(99):.1f} ms saturated, {report.gateway_paced.ms(99):.1f} ms "
         f"paced (target < 50)",
         f"server CPU per message, saturated: bare {cpu_line(report.pooled('bare'))}, "
         f"chatgate {cpu_line(gateway)}",
         f"answers pushed to the fake WeChat API while their run lasted: "
-        f"{sum(r.pushed_during for r in report.rounds)} of {gateway.messages}; "
+        f"{report.pushed_during} of {gateway.messages}; "
         f"{report.pushed} pushed in all, the last of a run at most "
-        f"{max(r.pushed_after for r in report.rounds):.1f} s after its last acknowledgement",
+        f"{report.pushed_after:.1f} s after its last acknowledgement",
     ]
     if report.cpu_per_answer_us is not None:
         lines.append(
