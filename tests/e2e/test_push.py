@@ -383,10 +383,10 @@ async def test_acks_go_first_while_webhooks_load_the_loop_and_answers_follow_onc
         await ticks.get()
 
     precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=tick_sleep)
-    app, url = push_app(llm, api, precedence)
+    app, path = push_app(llm, api, precedence)
     users = [f"{USER}-{n}" for n in range(3)]
     async with LoopbackServer(app) as server:
-        wechat = wechat_for(server.url + url, api)
+        wechat = wechat_for(server.url + path, api)
         outcomes = await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
         assert [(o.kind, o.tries) for o in outcomes] == [("nothing", 1)] * 3
         await settle(0.5)
@@ -412,10 +412,10 @@ async def test_a_drain_starts_the_answers_still_waiting_behind_acknowledgements(
 
     clock = [0.0]
     precedence = Precedence(busy_lag=0.0, recent=1.0, clock=lambda: clock[0], sleep=never)
-    app, url = push_app(llm, api, precedence)
+    app, path = push_app(llm, api, precedence)
     users = [f"{USER}-{n}" for n in range(3)]
     async with LoopbackServer(app) as server:
-        wechat = wechat_for(server.url + url, api)
+        wechat = wechat_for(server.url + path, api)
         await asyncio.gather(*(wechat.send_text(u, f"问题{u}") for u in users))
         await settle(0.3)
         assert precedence.waiting >= 3
