@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -110,6 +109,9 @@ class AnswerJobs:
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._waiting: set[str] = set()  # jobs waiting their turn to be started
+        # One bound method for every job held back (``Precedence.later``): a burst then keeps
+        # only each job's record and queue entry alive, not a method or partial apiece.
+        self._spawn_in_turn = self._spawn
         self._direct = 0  # jobs run by ``run`` in their callers' tasks
         self._finished_hooks: list[FinishedHook] = []
         self._started_hooks: list[FinishedHook] = []
@@ -169,7 +171,7 @@ class AnswerJobs:
             self._spawn(answer)
             return
         self._waiting.add(answer.id)
-        self._precedence.later(functools.partial(self._spawn, answer))
+        self._precedence.later(self._spawn_in_turn, answer)
 
     def _spawn(self, answer: AnswerRecord) -> None:
         self._waiting.discard(answer.id)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from chatgate.core.dispatcher import Ticket
 from chatgate.core.messages import Inbound, Kind
 from chatgate.core.precedence import Precedence
-from chatgate.store.base import AnswerStatus
+from chatgate.store.base import AnswerKind, AnswerRecord, AnswerStatus
 from chatgate.store.memory import MemoryStore
 from tests.core.conftest import ScriptedProvider, build_core
 
@@ -63,5 +64,38 @@ async def test_a_job_waiting_its_turn_is_no_task_yet_and_counts_as_active(
     assert await statuses(store, tickets) == [AnswerStatus.DONE] * 3
     assert provider.questions() == ["一", "二", "三"]
     assert core.jobs.active == 0
+    await precedence.aclose()
+    await core.supervisor.drain(1.0)
+
+
+async def test_jobs_held_back_keep_one_small_queue_entry_each_for_the_garbage_collector(
+    store: MemoryStore, provider: ScriptedProvider
+) -> None:
+    # A burst holds thousands of jobs back, and each young collection walks every object they
+    # keep alive while the acknowledgements in flight wait: the record must be all, with one
+    # queue entry, not a partial, a bound method and their tuples besides.
+    precedence = Precedence(busy_lag=0.0, recent=60.0, sleep=Ticks())
+    core = build_core(store, provider, precedence=precedence)
+    precedence.arrived()
+    records = [
+        AnswerRecord(
+            id=f"a{n}",
+            conversation=f"wechat_mp:gh_a:user-{n}",
+            dedup_key=f"msg:{n}",
+            kind=AnswerKind.LLM,
+            question="q",
+            page_token=f"p{n}",
+        )
+        for n in range(201)
+    ]
+    core.jobs.start(records[0])  # the first to wait starts the releaser, once
+    gc.collect()
+    before = len(gc.get_objects())
+    for record in records[1:]:
+        core.jobs.start(record)
+    gc.collect()
+    assert precedence.waiting == 201
+    assert len(gc.get_objects()) - before <= 200 + 10
+    precedence.release_all()
     await precedence.aclose()
     await core.supervisor.drain(1.0)

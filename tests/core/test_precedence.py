@@ -141,7 +141,7 @@ async def test_later_starts_background_work_at_once_when_nothing_waits_and_the_l
 ):
     precedence = Precedence()
     started: list[str] = []
-    precedence.later(lambda: started.append("job"))
+    precedence.later(started.append, "job")
     assert started == ["job"]
     assert precedence.waiting == 0
     await precedence.aclose()
@@ -156,10 +156,10 @@ async def test_later_queues_work_while_webhooks_load_the_loop_in_turn_with_waite
         await precedence.turn()
         started.append("waiter")
 
-    precedence.later(lambda: started.append("first"))
+    precedence.later(started.append, "first")
     task = asyncio.create_task(waiter())
     await settle()
-    precedence.later(lambda: started.append("third"))
+    precedence.later(started.append, "third")
     assert started == ["first"]  # the first goes at once, the rest wait for ticks
     assert precedence.waiting == 2
     for expected in (["first", "waiter"], ["first", "waiter", "third"]):
@@ -177,11 +177,11 @@ async def test_work_that_fails_to_start_is_logged_and_the_next_unit_still_gets_i
     precedence = busy_precedence(clock, ticks)
     started: list[str] = []
 
-    def broken() -> None:
-        raise RuntimeError("cannot start")
+    def broken(what: str) -> None:
+        raise RuntimeError(f"cannot start {what}")
 
-    precedence.later(broken)
-    precedence.later(lambda: started.append("next"))
+    precedence.later(broken, "first")
+    precedence.later(started.append, "next")
     await settle()
     assert "background work failed to start" in caplog.text
     assert started == []
@@ -196,7 +196,7 @@ async def test_release_all_starts_every_waiting_unit_at_once_while_still_busy() 
     precedence = busy_precedence(clock, ticks)
     started: list[int] = []
     for n in range(5):
-        precedence.later(lambda n=n: started.append(n))
+        precedence.later(started.append, n)
     assert started == []  # the releaser has not run yet
     precedence.release_all()
     assert started == [0, 1, 2, 3, 4]
@@ -224,7 +224,7 @@ async def test_once_the_loop_is_free_waiting_units_go_a_slice_at_a_time_with_tur
     counter = asyncio.create_task(count_turns())
     started_on: list[int] = []
     for _ in range(6):
-        precedence.later(lambda: started_on.append(turns))
+        precedence.later(lambda _: started_on.append(turns), None)
     await settle()
     assert len(started_on) == 1  # the first went while the loop was loaded
     clock[0] += 5.0  # no webhook lately: the loop is free

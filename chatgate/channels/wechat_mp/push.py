@@ -215,6 +215,9 @@ class Pusher:
         self._notice_bytes = utf8_len(texts.pending_notice)
         # Webhook acknowledgements go first: each part is sent once they leave it a turn.
         self._precedence = precedence
+        # One bound method for every follow-up held back (``Precedence.later``): a burst then
+        # keeps only each answer's record and queue entry alive.
+        self._follow_in_turn = self._start_following
 
     # -- entry points ---------------------------------------------------------------------
     async def forbidden(self, account: str) -> bool:
@@ -345,14 +348,13 @@ class Pusher:
 
     def _follow_later(self, answer: AnswerRecord) -> None:
         """Follow ``answer`` in a task, started when background work gets its turn."""
-
-        def start() -> None:
-            self._spawn(self._follow(answer), f"push-follow:{answer.id}")
-
         if self._precedence is None:
-            start()
+            self._start_following(answer)
         else:
-            self._precedence.later(start)
+            self._precedence.later(self._follow_in_turn, answer)
+
+    def _start_following(self, answer: AnswerRecord) -> None:
+        self._spawn(self._follow(answer), f"push-follow:{answer.id}")
 
     async def _follow(self, answer: AnswerRecord) -> None:
         await self._pending.add(answer.id)

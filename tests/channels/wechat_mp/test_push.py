@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ from chatgate.channels.wechat_mp.push import (
 from chatgate.channels.wechat_mp.token import TokenManager
 from chatgate.core.delivery import DELIVERY_META, PUSHED, REPLIES, Surface, cut_parts, handed_off
 from chatgate.core.plaintext import markdown_to_text
+from chatgate.core.precedence import Precedence
 from chatgate.core.splitting import utf8_len
 from chatgate.core.tasks import TaskSupervisor
 from chatgate.core.texts import Texts
@@ -73,15 +75,16 @@ class Rig:
     pusher: Pusher
     supervisor: TaskSupervisor
 
-    async def answer(self, text: str, **meta: str) -> AnswerRecord:
+    async def answer(self, text: str, *, key: str | None = None, **meta: str) -> AnswerRecord:
         now = time.time()
+        key = key or str(now)
         record = AnswerRecord(
-            id=f"a{now}",
+            id=f"a{key}",
             conversation=CONVERSATION,
-            dedup_key=f"m{now}",
+            dedup_key=f"m{key}",
             kind=AnswerKind.LLM,
             question="q",
-            page_token=f"p{now}",
+            page_token=f"p{key}",
             status=AnswerStatus.DONE,
             text=text,
             finished_at=now,
@@ -95,7 +98,13 @@ class Rig:
         return record
 
 
-def make_rig(wechat: WeChatAPISim, *, max_messages: int = 5, link: bool = False) -> Rig:
+def make_rig(
+    wechat: WeChatAPISim,
+    *,
+    max_messages: int = 5,
+    link: bool = False,
+    precedence: Precedence | None = None,
+) -> Rig:
     store = MemoryStore(poll_interval=0.01)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=wechat.app))
     http = WeChatHTTP(client, "http://wechat", retry=RetryPolicy(attempts=3), sleep=no_sleep)
@@ -116,6 +125,7 @@ def make_rig(wechat: WeChatAPISim, *, max_messages: int = 5, link: bool = False)
         answer_ttl=3600,
         retry=RetryPolicy(attempts=3),
         sleep=no_sleep,
+        precedence=precedence,
     )
     wechat.user_wrote(USER)
     return Rig(store, wechat, pusher, supervisor)
@@ -317,3 +327,28 @@ async def test_a_long_answer_replied_inline_in_part_has_the_rest_pushed_numbered
     assert squash("".join(bodies(shown))) == squash(text)
     record = await rig.record(answer.id)
     assert record.fully_delivered and record.meta[PUSH_SENT] == str(total)
+
+
+async def test_follow_ups_held_back_keep_one_small_queue_entry_each_for_the_garbage_collector() -> (
+    None
+):
+    # As with answer jobs: each young collection in a burst walks what the held follow-ups
+    # keep alive, with every acknowledgement in flight waiting. Their records are the
+    # caller's; all a follow-up may add is its queue entry, not a closure and its cells.
+    async def never(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    precedence = Precedence(busy_lag=0.0, recent=60.0, sleep=never)
+    precedence.arrived()
+    rig = make_rig(WeChatAPISim(appid=APPID, secret=SECRET), precedence=precedence)
+    answers = [await rig.answer(f"回答{n}", key=str(n)) for n in range(51)]
+    await rig.pusher.hand_over(answers[0], interacted=time.time())  # starts the releaser
+    gc.collect()
+    before = len(gc.get_objects())
+    for answer in answers[1:]:
+        await rig.pusher.hand_over(answer, interacted=time.time())
+    gc.collect()
+    assert precedence.waiting == 51
+    assert len(gc.get_objects()) - before <= 50 + 10
+    await precedence.aclose()  # lets them all through, to push as usual
+    await rig.supervisor.drain(2.0)
