@@ -109,8 +109,7 @@ class AnswerJobs:
         self._order = KeyedLocks()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._waiting: set[str] = set()  # jobs waiting their turn to be started
-        # One bound method for every job held back (``Precedence.later``): a burst then keeps
-        # only each job's record and queue entry alive, not a method or partial apiece.
+        # One bound method for every job held back (``Precedence.later``), not one apiece.
         self._spawn_in_turn = self._spawn
         self._direct = 0  # jobs run by ``run`` in their callers' tasks
         self._finished_hooks: list[FinishedHook] = []
@@ -163,27 +162,35 @@ class AnswerJobs:
         """Run the job for ``answer`` unless this process already runs it.
 
         While webhooks load the loop the job waits its turn (``Precedence.later``) as a queue
-        entry, not as a task: it is started, as a task, when the turn comes.
+        entry, not as a task: it is started, as a task, when the turn comes. The entry names
+        the answer (id, conversation, message) without holding its record: a burst holds
+        thousands, and each young collection would walk every field of every record, with
+        every acknowledgement in flight waiting, where a tuple of strings is one the
+        collector stops tracking. The job reads the record when it runs, as it always did.
         """
         if answer.id in self._running or answer.id in self._waiting:
             return
+        job = (answer.id, answer.conversation, answer.dedup_key)
         if self._precedence is None:
-            self._spawn(answer)
+            self._spawn(job)
             return
         self._waiting.add(answer.id)
-        self._precedence.later(self._spawn_in_turn, answer)
+        self._precedence.later(self._spawn_in_turn, job)
 
-    def _spawn(self, answer: AnswerRecord) -> None:
-        self._waiting.discard(answer.id)
+    def _spawn(self, job: tuple[str, str, str]) -> None:
+        answer_id, conversation, dedup_key = job
+        self._waiting.discard(answer_id)
         try:
             # The task copies the context: its log lines name the message, recovered or not.
-            with log_scope(**answer_scope(answer.conversation, answer.dedup_key, answer.id)):
-                task = self._supervisor.spawn(self._run(answer), name=f"answer:{answer.id}")
+            with log_scope(**answer_scope(conversation, dedup_key, answer_id)):
+                task = self._supervisor.spawn(
+                    self._run(answer_id, conversation), name=f"answer:{answer_id}"
+                )
         except SupervisorClosed:
-            log.info("answer %s left queued: shutting down; it runs on next start", answer.id)
+            log.info("answer %s left queued: shutting down; it runs on next start", answer_id)
             return
-        self._running[answer.id] = task
-        task.add_done_callback(lambda _: self._running.pop(answer.id, None))
+        self._running[answer_id] = task
+        task.add_done_callback(lambda _: self._running.pop(answer_id, None))
 
     @property
     def active(self) -> int:
@@ -199,10 +206,10 @@ class AnswerJobs:
                 self.start(answer)
         return len(unfinished)
 
-    async def _run(self, answer: AnswerRecord) -> None:
+    async def _run(self, answer_id: str, conversation: str) -> None:
         # Its turn was given already (``start``).
-        async with self._order.hold(answer.conversation), self._supervisor.slot():
-            current = await self._store.get_answer(answer.id)
+        async with self._order.hold(conversation), self._supervisor.slot():
+            current = await self._store.get_answer(answer_id)
             if current is None or current.finished:
                 return
             await self._generate(current)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 
 from chatgate.core.dispatcher import Ticket
 from chatgate.core.messages import Inbound, Kind
@@ -68,12 +69,12 @@ async def test_a_job_waiting_its_turn_is_no_task_yet_and_counts_as_active(
     await core.supervisor.drain(1.0)
 
 
-async def test_jobs_held_back_keep_one_small_queue_entry_each_for_the_garbage_collector(
+async def test_jobs_held_back_keep_neither_their_records_nor_much_else_for_the_collector(
     store: MemoryStore, provider: ScriptedProvider
 ) -> None:
     # A burst holds thousands of jobs back, and each young collection walks every object they
-    # keep alive while the acknowledgements in flight wait: the record must be all, with one
-    # queue entry, not a partial, a bound method and their tuples besides.
+    # keep alive, and every field of each, while the acknowledgements in flight wait: one
+    # queue entry per job, no record, partial or bound method.
     precedence = Precedence(busy_lag=0.0, recent=60.0, sleep=Ticks())
     core = build_core(store, provider, precedence=precedence)
     precedence.arrived()
@@ -91,11 +92,13 @@ async def test_jobs_held_back_keep_one_small_queue_entry_each_for_the_garbage_co
     core.jobs.start(records[0])  # the first to wait starts the releaser, once
     gc.collect()
     before = len(gc.get_objects())
-    for record in records[1:]:
-        core.jobs.start(record)
+    references = [sys.getrefcount(record) for record in records[1:]]
+    for n in range(1, len(records)):  # no loop variable left to hold the last record
+        core.jobs.start(records[n])
     gc.collect()
     assert precedence.waiting == 201
     assert len(gc.get_objects()) - before <= 200 + 10
+    assert [sys.getrefcount(record) for record in records[1:]] == references
     precedence.release_all()
     await precedence.aclose()
     await core.supervisor.drain(1.0)

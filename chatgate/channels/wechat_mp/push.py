@@ -215,8 +215,7 @@ class Pusher:
         self._notice_bytes = utf8_len(texts.pending_notice)
         # Webhook acknowledgements go first: each part is sent once they leave it a turn.
         self._precedence = precedence
-        # One bound method for every follow-up held back (``Precedence.later``): a burst then
-        # keeps only each answer's record and queue entry alive.
+        # One bound method for every follow-up held back (``Precedence.later``), not one apiece.
         self._follow_in_turn = self._start_following
 
     # -- entry points ---------------------------------------------------------------------
@@ -347,20 +346,25 @@ class Pusher:
             self._typing.show(user, answer.id, interacted)
 
     def _follow_later(self, answer: AnswerRecord) -> None:
-        """Follow ``answer`` in a task, started when background work gets its turn."""
+        """Follow ``answer`` in a task, started when background work gets its turn.
+
+        The queue entry holds the answer's id, not its record: a burst holds thousands, and
+        the garbage collector would walk every field of every record (the follow-up reads the
+        record anyway).
+        """
         if self._precedence is None:
-            self._start_following(answer)
+            self._start_following(answer.id)
         else:
-            self._precedence.later(self._follow_in_turn, answer)
+            self._precedence.later(self._follow_in_turn, answer.id)
 
-    def _start_following(self, answer: AnswerRecord) -> None:
-        self._spawn(self._follow(answer), f"push-follow:{answer.id}")
+    def _start_following(self, answer_id: str) -> None:
+        self._spawn(self._follow(answer_id), f"push-follow:{answer_id}")
 
-    async def _follow(self, answer: AnswerRecord) -> None:
-        await self._pending.add(answer.id)
-        current = await self._store.get_answer(answer.id)
+    async def _follow(self, answer_id: str) -> None:
+        await self._pending.add(answer_id)
+        current = await self._store.get_answer(answer_id)
         if current is not None and current.finished:
-            await self.push(answer.id)
+            await self.push(answer_id)
 
     async def _send_next(
         self, answer_id: str, max_bytes: int

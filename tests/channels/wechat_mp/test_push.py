@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -329,12 +330,10 @@ async def test_a_long_answer_replied_inline_in_part_has_the_rest_pushed_numbered
     assert record.fully_delivered and record.meta[PUSH_SENT] == str(total)
 
 
-async def test_follow_ups_held_back_keep_one_small_queue_entry_each_for_the_garbage_collector() -> (
-    None
-):
+async def test_follow_ups_held_back_keep_neither_their_records_nor_more_for_the_collector() -> None:
     # As with answer jobs: each young collection in a burst walks what the held follow-ups
-    # keep alive, with every acknowledgement in flight waiting. Their records are the
-    # caller's; all a follow-up may add is its queue entry, not a closure and its cells.
+    # keep alive, and every field of each, with every acknowledgement in flight waiting: one
+    # queue entry per follow-up, no record, closure or cell.
     async def never(seconds: float) -> None:
         await asyncio.Event().wait()
 
@@ -345,10 +344,12 @@ async def test_follow_ups_held_back_keep_one_small_queue_entry_each_for_the_garb
     await rig.pusher.hand_over(answers[0], interacted=time.time())  # starts the releaser
     gc.collect()
     before = len(gc.get_objects())
-    for answer in answers[1:]:
-        await rig.pusher.hand_over(answer, interacted=time.time())
+    references = [sys.getrefcount(answer) for answer in answers[1:]]
+    for n in range(1, len(answers)):  # no loop variable left to hold the last record
+        await rig.pusher.hand_over(answers[n], interacted=time.time())
     gc.collect()
     assert precedence.waiting == 51
     assert len(gc.get_objects()) - before <= 50 + 10
+    assert [sys.getrefcount(answer) for answer in answers[1:]] == references
     await precedence.aclose()  # lets them all through, to push as usual
     await rig.supervisor.drain(2.0)
