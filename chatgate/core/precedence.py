@@ -18,10 +18,10 @@ Work that would wait before it does anything (a new answer job, a push to follow
 over with ``later`` as the callback that starts it and its one argument, rather than started as
 a task that waits in ``turn``: the acknowledgement then costs a queue entry instead of a task,
 its first step and its suspension. The callback is meant to be one long-lived object (a bound
-method made once) and the argument what the work is about (the answer record), so a burst
-leaves one small tuple per unit for the garbage collector, and no closure, partial or
-coroutine: young collections, which stall every acknowledgement in flight, come that much
-more rarely.
+method made once) and the argument a small one naming what the work is about (an answer's
+id), so a burst leaves the garbage collector nothing to track per unit: no closure, partial,
+coroutine or record. Young collections, which stall every acknowledgement in flight, then
+come that much more rarely, and walk that much less.
 """
 
 from __future__ import annotations
@@ -54,9 +54,8 @@ PROBE_EVERY = 0.005
 RELEASE_SLICE = 0.002
 
 _T = TypeVar("_T")
-# A unit of background work waiting: a ``turn`` caller's future, or ``later``'s callback and
-# its argument.
-_Unit = asyncio.Future[None] | tuple[Callable[[Any], object], Any]
+# A unit of background work waiting: a ``turn`` caller's future, or ``later``'s callback.
+_Unit = asyncio.Future[None] | Callable[[Any], object]
 
 
 class Precedence:
@@ -86,8 +85,11 @@ class Precedence:
         self._arrivals = 0  # since the probe's last reading
         self._crowded = True  # enough arrived during the probe's last sleep (until it says)
         self._lag = 0.0
-        # Oldest first: futures of ``turn`` callers, callbacks (and arguments) of ``later``.
+        # Oldest first: futures of ``turn`` callers, callbacks of ``later``.
         self._waiting: collections.deque[_Unit] = collections.deque()
+        # The callbacks' arguments, in the same order: a second queue rather than one of
+        # (callback, argument) tuples, each of which the collector would track.
+        self._arguments: collections.deque[Any] = collections.deque()
         self._prober: asyncio.Task[None] | None = None
         self._releaser: asyncio.Task[None] | None = None
 
@@ -141,7 +143,8 @@ class Precedence:
         if not self._waiting and not self.busy:
             _call(start, arg)
             return
-        self._queue((start, arg))
+        self._arguments.append(arg)
+        self._queue(start)
 
     def _queue(self, unit: _Unit) -> None:
         self._waiting.append(unit)
@@ -171,20 +174,30 @@ class Precedence:
     def _release_slice_of_time(self) -> None:
         until = time.perf_counter() + self._release_slice
         while self._waiting:  # one unit at least, however short the slice
-            _let_through(self._waiting.popleft())
+            self._let_through(self._waiting.popleft())
             if time.perf_counter() >= until:
                 return
 
     def _release_one(self) -> None:
         while self._waiting:
-            if _let_through(self._waiting.popleft()):
+            if self._let_through(self._waiting.popleft()):
                 return
 
     def release_all(self) -> None:
         """Let every unit waiting through at once (shutting down: the work starts while the
         grace lasts)."""
         while self._waiting:
-            _let_through(self._waiting.popleft())
+            self._let_through(self._waiting.popleft())
+
+    def _let_through(self, unit: _Unit) -> bool:
+        """Start one waiting unit; whether there was one to start (a cancelled waiter is not)."""
+        if isinstance(unit, asyncio.Future):
+            if unit.done():
+                return False
+            unit.set_result(None)
+            return True
+        _call(unit, self._arguments.popleft())
+        return True
 
     async def _probe(self) -> None:
         # Runs while messages arrive; the lag it saw last stays, but counts only while recent.
@@ -195,17 +208,6 @@ class Precedence:
             await asyncio.sleep(self._probe_every)
             self._crowded = self._arrivals >= self._busy_arrivals
             self.note_lag(max(0.0, loop.time() - due))
-
-
-def _let_through(unit: _Unit) -> bool:
-    """Start one waiting unit; whether there was one to start (a cancelled waiter is not)."""
-    if isinstance(unit, asyncio.Future):
-        if unit.done():
-            return False
-        unit.set_result(None)
-        return True
-    _call(*unit)
-    return True
 
 
 def _call(start: Callable[[_T], object], arg: _T) -> None:
