@@ -19,9 +19,9 @@ over with ``later`` as the callback that starts it and its one argument, rather 
 a task that waits in ``turn``: the acknowledgement then costs a queue entry instead of a task,
 its first step and its suspension. The callback is meant to be one long-lived object (a bound
 method made once) and the argument a small one naming what the work is about (an answer's
-id), so a burst leaves the garbage collector nothing to track per unit: no closure, partial,
-coroutine or record. Young collections, which stall every acknowledgement in flight, then
-come that much more rarely, and walk that much less.
+id, or a tuple of its names), so a burst leaves the garbage collector nothing to track per unit
+once collected: no closure, partial, coroutine or record. Young collections, which stall
+every acknowledgement in flight, then come that much more rarely, and walk that much less.
 """
 
 from __future__ import annotations
